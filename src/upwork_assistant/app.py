@@ -1,0 +1,153 @@
+"""create_app(): wires settings, services, routers, middleware and the sandbox."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DBAPIError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import __version__
+from .auth.errors import AuthError
+from .auth.routes import error_response
+from .auth.routes import router as auth_router
+from .config import SANDBOX_CLIENT_ID, SANDBOX_PREFIX, Settings, get_settings
+from .sandbox import SandboxClient, SandboxConfig, create_sandbox_app
+from .security.headers import SecurityHeadersMiddleware
+from .security.redact import install_access_log_redaction
+from .services import Services
+from .web.routes import router as web_router
+
+log = structlog.get_logger("upwork_assistant")
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(message)s")
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        cache_logger_on_first_use=True,
+    )
+    # httpx logs every request URL at INFO; keep our own lines the only ones about Upwork.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    install_access_log_redaction()
+
+
+def _error_json(
+    code: str, message: str, status: int, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+    services = Services.build(settings)  # resolves secrets: production stops here if missing
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        log.info(
+            "startup",
+            sandbox_mode=settings.sandbox_mode,
+            env=settings.app_env,
+            base_url=settings.app_base_url,
+        )
+        yield
+        await services.aclose()
+
+    app = FastAPI(
+        title="Upwork Assistant",
+        version=__version__,
+        description="Sign in with Upwork: accounts, sessions and Upwork API access.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.state.settings = settings
+
+    @app.exception_handler(AuthError)
+    async def auth_error(request: Request, exc: AuthError) -> Response:
+        return error_response(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return _error_json("invalid_request", f"{where}: {first.get('msg', 'invalid input')}", 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error_json(code, str(exc.detail), exc.status_code, getattr(exc, "headers", None))
+
+    @app.exception_handler(DBAPIError)
+    async def database_unavailable(_request: Request, exc: DBAPIError) -> Response:
+        log.error("database_error", error_type=type(exc.orig).__name__)
+        return _error_json(
+            "service_unavailable",
+            "The service is temporarily unavailable. Please try again soon.",
+            503,
+            {"Retry-After": "5"},
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> Response:
+        log.error("unhandled_error", error_type=type(exc).__name__)
+        return _error_json("internal_error", "Something went wrong on our side.", 500)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, Any]:
+        """Liveness: the process answers. Does no I/O."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> Response:
+        """Readiness: the database is reachable."""
+        try:
+            await services.db.ping()
+        except Exception as exc:  # any driver error means "not ready"
+            log.warning("readyz_database_unreachable", error_type=type(exc).__name__)
+            return JSONResponse({"status": "unavailable", "database": "unreachable"}, 503)
+        return JSONResponse({"status": "ok", "database": "ok"})
+
+    app.include_router(auth_router)
+    app.include_router(web_router)
+    app.mount(
+        "/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static"
+    )
+
+    if settings.sandbox_mode:
+        sandbox = create_sandbox_app(
+            SandboxConfig(
+                clients=[
+                    SandboxClient(
+                        client_id=SANDBOX_CLIENT_ID,
+                        client_secret=settings.oauth_client_secret,
+                        redirect_uris=(settings.redirect_uri,),
+                    )
+                ]
+            )
+        )
+        app.mount(SANDBOX_PREFIX, sandbox, name="upwork-sandbox")
+        app.state.sandbox = sandbox
+
+    upwork_origin = "{0.scheme}://{0.netloc}".format(urlsplit(settings.authorize_url))
+    app.add_middleware(
+        SecurityHeadersMiddleware, hsts=settings.cookie_secure, form_action_origin=upwork_origin
+    )
+    return app

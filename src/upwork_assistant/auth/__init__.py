@@ -1,0 +1,1 @@
+"""Sign-in flow, our sessions and JWTs."""

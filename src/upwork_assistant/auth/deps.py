@@ -1,0 +1,102 @@
+"""FastAPI dependencies: the app's services, request metadata, and the signed-in user."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+import jwt
+from fastapi import Depends, Request
+
+from ..db.models import User, UserSession
+from ..security.audit import RequestMeta
+from ..security.csrf import CSRF_FORM_FIELD, CSRF_HEADER, UNSAFE_METHODS
+from ..services import Services
+from .errors import AuthError
+
+ACCESS_COOKIE = "access_token"
+REFRESH_COOKIE = "refresh_token"
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+def request_meta(request: Request) -> RequestMeta:
+    return RequestMeta(
+        ip=request.client.host if request.client else None,
+        user_agent=request.headers.get("user-agent"),
+    )
+
+
+@dataclass(frozen=True)
+class Principal:
+    user: User
+    session: UserSession
+    via_cookie: bool
+
+
+def is_browser(request: Request) -> bool:
+    """A browser navigating (Accept names HTML) rather than an API client."""
+    return "text/html" in request.headers.get("accept", "")
+
+
+async def presented_csrf(request: Request) -> str | None:
+    header = request.headers.get(CSRF_HEADER)
+    if header:
+        return header
+    if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        # Plain HTML forms (e.g. the Sign out button) cannot set headers.
+        value = (await request.form()).get(CSRF_FORM_FIELD)
+        return value if isinstance(value, str) else None
+    return None
+
+
+async def authenticate(request: Request, svc: Services) -> Principal | None:
+    """The signed-in user, or None. Raises AuthError(csrf_failed) on an unsafe cookie
+    request without the session's CSRF token."""
+    header = request.headers.get("authorization", "")
+    via_cookie = False
+    if header[:7].lower() == "bearer ":
+        token = header[7:].strip()
+    else:
+        token = request.cookies.get(ACCESS_COOKIE, "")
+        via_cookie = True
+    if not token:
+        return None
+    try:
+        claims = svc.jwt.verify(token)
+    except jwt.InvalidTokenError:
+        return None
+    async with svc.db.session() as db:
+        found = await svc.sessions.active(db, claims.session_id, claims.user_id)
+    if found is None:
+        return None
+    session, user = found
+    if (
+        via_cookie
+        and request.method in UNSAFE_METHODS
+        and not svc.csrf.valid(session.id, await presented_csrf(request))
+    ):
+        raise AuthError("csrf_failed")
+    return Principal(user, session, via_cookie)
+
+
+async def optional_principal(
+    request: Request, svc: Annotated[Services, Depends(get_services)]
+) -> Principal | None:
+    return await authenticate(request, svc)
+
+
+async def require_principal(
+    principal: Annotated[Principal | None, Depends(optional_principal)],
+) -> Principal:
+    if principal is None:
+        raise AuthError("not_authenticated")
+    return principal
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+MetaDep = Annotated[RequestMeta, Depends(request_meta)]
+PrincipalDep = Annotated[Principal, Depends(require_principal)]
+OptionalPrincipalDep = Annotated[Principal | None, Depends(optional_principal)]

@@ -1,0 +1,85 @@
+"""Reason codes of the sign-in flow and the API, each with its HTTP status and the
+message a person reads (on the sign-in page as ``/?error=<code>``, or in JSON)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+START_AGAIN = "Please click \u201cSign in with Upwork\u201d to start again."
+
+
+@dataclass(frozen=True)
+class Reason:
+    status: int
+    message: str
+
+
+REASONS: dict[str, Reason] = {
+    "state_missing": Reason(400, f"The sign-in answer from Upwork was incomplete. {START_AGAIN}"),
+    "state_invalid": Reason(400, f"This sign-in attempt could not be verified. {START_AGAIN}"),
+    "state_reused": Reason(400, f"This sign-in link has already been used. {START_AGAIN}"),
+    "flow_expired": Reason(400, f"The sign-in took too long and expired. {START_AGAIN}"),
+    "flow_cookie_missing": Reason(
+        400,
+        "Sign-in has to finish in the same browser where it started, and this browser "
+        f"did not start it. {START_AGAIN}",
+    ),
+    "access_denied": Reason(
+        403,
+        "You declined access on Upwork, so you are not signed in. Upwork Assistant needs "
+        "that access to create your account.",
+    ),
+    "upwork_error": Reason(400, f"Upwork reported a problem with the sign-in. {START_AGAIN}"),
+    "code_missing": Reason(400, f"Upwork's answer carried no sign-in code. {START_AGAIN}"),
+    "code_rejected": Reason(
+        400, f"Upwork did not accept the sign-in code (it expired or was used). {START_AGAIN}"
+    ),
+    "token_exchange_failed": Reason(
+        502, "Upwork could not complete the sign-in right now. Please try again in a few minutes."
+    ),
+    "upwork_unavailable": Reason(
+        503, "Upwork did not answer in time. Please try again in a few minutes."
+    ),
+    "upwork_unauthorized": Reason(
+        502, "Upwork refused to share your profile. Please sign in again."
+    ),
+    "upwork_rate_limited": Reason(
+        503, "Upwork is busy and asked us to slow down. Please try again in a minute."
+    ),
+    "profile_fetch_failed": Reason(
+        502, "We could not read your profile from Upwork. Please try again in a few minutes."
+    ),
+    "invalid_profile": Reason(
+        502,
+        "Your Upwork profile has data we cannot accept (for example a missing id or an "
+        "over-long name), so no account was created or changed.",
+    ),
+    "not_authenticated": Reason(401, "Please sign in."),
+    "session_expired": Reason(401, "Your session has ended. Please sign in again."),
+    "csrf_failed": Reason(
+        403, "This request lacked a valid CSRF token. Reload the page and try again."
+    ),
+}
+
+GENERIC = Reason(400, f"Sign-in did not complete. {START_AGAIN}")
+
+
+def reason(code: str) -> Reason:
+    return REASONS.get(code, GENERIC)
+
+
+class AuthError(Exception):
+    """A failed sign-in step or API call, by reason code."""
+
+    def __init__(self, code: str, detail: str | None = None) -> None:
+        super().__init__(code)
+        self.code = code
+        self.detail = detail  # for the audit log only; never shown, never a secret
+
+    @property
+    def status(self) -> int:
+        return reason(self.code).status
+
+    @property
+    def message(self) -> str:
+        return reason(self.code).message

@@ -1,0 +1,250 @@
+"""The sign-in API: /api/auth/* and the JWKS document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+
+from ..db.models import User, UserSession
+from ..security import audit
+from ..security.csrf import CSRF_COOKIE
+from ..services import Services
+from .deps import (
+    ACCESS_COOKIE,
+    REFRESH_COOKIE,
+    MetaDep,
+    OptionalPrincipalDep,
+    PrincipalDep,
+    ServicesDep,
+    is_browser,
+    presented_csrf,
+)
+from .errors import AuthError
+from .flow import COOKIE_PATH, COOKIE_PREFIX
+from .signin import complete_sign_in, record_failure
+
+router = APIRouter()
+REFRESH_PATH = "/api/auth"
+
+
+def user_json(user: User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "upwork_id": user.upwork_id,
+        "name": user.name,
+        "email": user.email,
+        "mfa_enabled": user.mfa_enabled,
+        "roles": user.roles,
+        "profile_synced_at": user.profile_synced_at.isoformat() if user.profile_synced_at else None,
+    }
+
+
+def error_response(request: Request, exc: AuthError) -> Response:
+    """A browser goes back to the sign-in page with the reason; an API client gets JSON."""
+    if is_browser(request):
+        return RedirectResponse(f"/?error={exc.code}", status_code=303)
+    return JSONResponse({"error": exc.code, "message": exc.message}, status_code=exc.status)
+
+
+def set_session_cookies(
+    response: Response, svc: Services, session: UserSession, access_token: str, refresh_token: str
+) -> None:
+    secure = svc.settings.cookie_secure
+    session_age = int(svc.sessions.ttl.total_seconds())
+    response.set_cookie(
+        ACCESS_COOKIE,
+        access_token,
+        max_age=svc.jwt.ttl,
+        path="/",
+        httponly=True,
+        samesite="lax",
+        secure=secure,
+    )
+    response.set_cookie(
+        REFRESH_COOKIE,
+        refresh_token,
+        max_age=session_age,
+        path=REFRESH_PATH,
+        httponly=True,
+        samesite="lax",
+        secure=secure,
+    )
+    # Readable by the page's script, which echoes it in X-CSRF-Token.
+    response.set_cookie(
+        CSRF_COOKIE,
+        svc.csrf.token_for(session.id),
+        max_age=session_age,
+        path="/",
+        httponly=False,
+        samesite="lax",
+        secure=secure,
+    )
+
+
+def signed_in_response(
+    svc: Services, user: User, session: UserSession, refresh_token: str, **extra: Any
+) -> JSONResponse:
+    """JSON for an API client: the user and a Bearer access token, plus the cookies."""
+    access, _ = svc.jwt.issue(user.id, session.id)
+    response = JSONResponse(
+        {
+            "user": user_json(user),
+            **extra,
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": svc.jwt.ttl,
+        }
+    )
+    set_session_cookies(response, svc, session, access, refresh_token)
+    return response
+
+
+def clear_session_cookies(response: Response, svc: Services) -> None:
+    secure = svc.settings.cookie_secure
+    response.delete_cookie(ACCESS_COOKIE, path="/", secure=secure, httponly=True, samesite="lax")
+    response.delete_cookie(
+        REFRESH_COOKIE, path=REFRESH_PATH, secure=secure, httponly=True, samesite="lax"
+    )
+    response.delete_cookie(CSRF_COOKIE, path="/", secure=secure, samesite="lax")
+
+
+@router.get("/api/auth/upwork/authorize", tags=["auth"])
+async def authorize(request: Request, svc: ServicesDep, redirect: bool = False) -> Response:
+    """Start "Sign in with Upwork": returns Upwork's authorization URL (or redirects to it
+    with ``?redirect=true``) and binds the attempt to this browser with a flow cookie."""
+    auth_request = svc.oauth.authorization_request()
+    async with svc.db.write() as db:
+        name, value = await svc.flows.start(db, auth_request.state, auth_request.code_verifier)
+    response: Response
+    if redirect:
+        response = RedirectResponse(auth_request.url, status_code=302)
+    else:
+        response = JSONResponse({"authorization_url": auth_request.url})
+    response.set_cookie(
+        name,
+        value,
+        max_age=int(svc.flows.ttl.total_seconds()),
+        path=COOKIE_PATH,
+        httponly=True,
+        samesite="lax",
+        secure=svc.settings.cookie_secure,
+    )
+    return response
+
+
+@router.get("/api/auth/upwork/callback", tags=["auth"])
+async def callback(
+    request: Request,
+    svc: ServicesDep,
+    meta: MetaDep,
+    code: str | None = None,
+    state: str | None = None,
+    error: str | None = None,
+) -> Response:
+    """Upwork sends the browser back here with ``code`` and ``state`` (or ``error``)."""
+    cookie_name = svc.flows.cookie_name(state) if state else None
+    try:
+        if not state:
+            raise AuthError("state_missing")
+        assert cookie_name is not None
+        cookie_value = request.cookies.get(cookie_name)
+        if cookie_value is None:
+            started_here = any(k.startswith(COOKIE_PREFIX) for k in request.cookies)
+            raise AuthError("state_invalid" if started_here else "flow_cookie_missing")
+        async with svc.db.write() as db:  # committed before Upwork is called
+            verifier = await svc.flows.consume(db, cookie_value, state)
+        if error:
+            upwork_error = "".join(c for c in error[:64] if c.isalnum() or c == "_")
+            raise AuthError(
+                "access_denied" if upwork_error == "access_denied" else "upwork_error",
+                f"upwork error: {upwork_error}",
+            )
+        if not code:
+            raise AuthError("code_missing")
+        result = await complete_sign_in(svc, code, verifier, meta)
+    except AuthError as exc:
+        await record_failure(svc, exc.code, meta, exc.detail)
+        response = error_response(request, exc)
+    else:
+        if is_browser(request):
+            response = RedirectResponse("/", status_code=303)
+            access, _ = svc.jwt.issue(result.user.id, result.session.id)
+            set_session_cookies(response, svc, result.session, access, result.refresh_token)
+        else:
+            response = signed_in_response(
+                svc, result.user, result.session, result.refresh_token, created=result.created
+            )
+    if cookie_name and cookie_name in request.cookies:
+        response.delete_cookie(
+            cookie_name,
+            path=COOKIE_PATH,
+            httponly=True,
+            samesite="lax",
+            secure=svc.settings.cookie_secure,
+        )
+    return response
+
+
+@router.get("/api/auth/me", tags=["auth"])
+async def me(principal: PrincipalDep) -> dict[str, Any]:
+    """The signed-in user (401 when not signed in)."""
+    return user_json(principal.user)
+
+
+@router.post("/api/auth/refresh", tags=["auth"])
+async def refresh(request: Request, svc: ServicesDep, meta: MetaDep) -> Response:
+    """Rotate the refresh token (cookie ``refresh_token``) and issue a new access token.
+    Needs the session's ``X-CSRF-Token``."""
+    token = request.cookies.get(REFRESH_COOKIE)
+    if not token:
+        raise AuthError("not_authenticated")
+    async with svc.db.write() as db:
+        found = await svc.sessions.find_by_refresh_token(db, token)
+        new = None
+        if found is not None:
+            session, user = found
+            if not svc.csrf.valid(session.id, await presented_csrf(request)):
+                raise AuthError("csrf_failed")
+            new = await svc.sessions.rotate(db, session, token, meta)
+        if new is None:
+            await audit.record(
+                db, audit.SESSION_REFRESH_REJECTED, meta, session_id=found[0].id if found else None
+            )
+    if found is None or new is None:
+        response = error_response(request, AuthError("session_expired"))
+        clear_session_cookies(response, svc)
+        return response
+    return signed_in_response(svc, user, session, new)
+
+
+@router.post("/api/auth/logout", tags=["auth"])
+async def logout(
+    request: Request, svc: ServicesDep, meta: MetaDep, principal: OptionalPrincipalDep
+) -> Response:
+    """Sign out: revoke this session and clear the cookies."""
+    if principal is not None:
+        async with svc.db.write() as db:
+            if await svc.sessions.revoke(db, principal.session.id):
+                await audit.record(
+                    db,
+                    audit.SESSION_REVOKED,
+                    meta,
+                    user_id=principal.user.id,
+                    session_id=principal.session.id,
+                    reason="logout",
+                )
+    response: Response = (
+        RedirectResponse("/", status_code=303)
+        if is_browser(request)
+        else JSONResponse({"signed_out": principal is not None})
+    )
+    clear_session_cookies(response, svc)
+    return response
+
+
+@router.get("/.well-known/jwks.json", tags=["auth"])
+async def jwks(svc: ServicesDep) -> dict[str, Any]:
+    """The public keys that verify our access tokens."""
+    return svc.jwt.jwks()

@@ -1,0 +1,252 @@
+"""All settings, read from the environment in one place.
+
+Secrets: in development, a missing ``SECRET_KEY`` or ``TOKEN_ENCRYPTION_KEYS`` is generated
+once into ``DATA_DIR/secrets.json`` (mode 0600) and reused on every later start. In
+production every secret must be given and start-up stops with a clear message otherwise.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+UPWORK_AUTHORIZE_URL = "https://www.upwork.com/ab/account-security/oauth2/authorize"
+UPWORK_TOKEN_URL = "https://www.upwork.com/api/v3/oauth2/token"  # noqa: S105 - a URL
+UPWORK_GRAPHQL_URL = "https://api.upwork.com/graphql"
+
+#: Where the main app mounts the Upwork sandbox in sandbox mode.
+SANDBOX_PREFIX = "/sandbox/upwork"
+#: The client id the main app registers with its own mounted sandbox.
+SANDBOX_CLIENT_ID = "upwork-assistant-sandbox"
+
+
+class ConfigError(RuntimeError):
+    """The configuration cannot be used; the message says what to set."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    app_env: Literal["development", "production"] = "development"
+    app_base_url: str = "http://127.0.0.1:8000"
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+
+    secret_key: str | None = None
+    token_encryption_keys: str | None = None
+
+    upwork_client_id: str | None = None
+    upwork_client_secret: str | None = None
+    upwork_redirect_uri: str | None = None
+    upwork_authorize_url: str = UPWORK_AUTHORIZE_URL
+    upwork_token_url: str = UPWORK_TOKEN_URL
+    upwork_graphql_url: str = UPWORK_GRAPHQL_URL
+    #: Seconds to wait for Upwork's token and GraphQL endpoints.
+    upwork_http_timeout: float = Field(default=10.0, gt=0, le=120)
+
+    access_token_ttl_seconds: int = Field(default=900, ge=30, le=86400)
+    session_ttl_days: int = Field(default=30, ge=1, le=365)
+    oauth_flow_ttl_seconds: int = Field(default=600, ge=30, le=3600)
+
+    log_level: str = "INFO"
+
+    @field_validator("app_base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("APP_BASE_URL must be an absolute http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator(
+        "upwork_client_id",
+        "upwork_client_secret",
+        "secret_key",
+        "token_encryption_keys",
+        "database_url",
+        "upwork_redirect_uri",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
+
+    @model_validator(mode="after")
+    def _pair(self) -> Settings:
+        if bool(self.upwork_client_id) != bool(self.upwork_client_secret):
+            raise ValueError(
+                "set both UPWORK_CLIENT_ID and UPWORK_CLIENT_SECRET (real Upwork), "
+                "or neither (sandbox mode)"
+            )
+        return self
+
+    # ----- derived values -------------------------------------------------------------
+
+    @property
+    def sandbox_mode(self) -> bool:
+        return not self.upwork_client_id
+
+    @property
+    def is_production(self) -> bool:
+        return self.app_env == "production"
+
+    @property
+    def cookie_secure(self) -> bool:
+        return self.app_base_url.startswith("https://")
+
+    @property
+    def redirect_uri(self) -> str:
+        return self.upwork_redirect_uri or f"{self.app_base_url}/api/auth/upwork/callback"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return normalise_database_url(
+            self.database_url or f"sqlite:///{(self.data_dir / 'upwork_assistant.db').resolve()}"
+        )
+
+    @cached_property
+    def secrets(self) -> ResolvedSecrets:
+        return resolve_secrets(self)
+
+    @property
+    def oauth_client_id(self) -> str:
+        return self.upwork_client_id or SANDBOX_CLIENT_ID
+
+    @property
+    def oauth_client_secret(self) -> str:
+        return self.upwork_client_secret or self.secrets.sandbox_client_secret
+
+    @property
+    def authorize_url(self) -> str:
+        if self.sandbox_mode:
+            return f"{self.app_base_url}{SANDBOX_PREFIX}/ab/account-security/oauth2/authorize"
+        return self.upwork_authorize_url
+
+    @property
+    def token_url(self) -> str:
+        if self.sandbox_mode:
+            return f"{self.app_base_url}{SANDBOX_PREFIX}/api/v3/oauth2/token"
+        return self.upwork_token_url
+
+    @property
+    def graphql_url(self) -> str:
+        if self.sandbox_mode:
+            return f"{self.app_base_url}{SANDBOX_PREFIX}/graphql"
+        return self.upwork_graphql_url
+
+    @property
+    def jwt_issuer(self) -> str:
+        return self.app_base_url
+
+    @property
+    def jwt_audience(self) -> str:
+        return "upwork-assistant"
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept the plain ``sqlite:///`` and ``postgresql://`` forms; use the async drivers."""
+    for plain, driver in (
+        ("sqlite://", "sqlite+aiosqlite://"),
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgres://", "postgresql+asyncpg://"),
+    ):
+        if url.startswith(plain):
+            return driver + url[len(plain) :]
+    return url
+
+
+class ResolvedSecrets:
+    """The secrets the app runs with, after generation (development) or checks (production)."""
+
+    def __init__(self, secret_key: str, token_encryption_keys: str) -> None:
+        self.secret_key = secret_key
+        self.token_encryption_keys = token_encryption_keys
+
+    @property
+    def sandbox_client_secret(self) -> str:
+        # Derived, so the app and its mounted sandbox agree without another secret to keep.
+        return hmac.new(
+            self.secret_key.encode(), b"sandbox-client-secret", hashlib.sha256
+        ).hexdigest()
+
+
+def new_encryption_key_spec() -> str:
+    """A fresh key ring entry ``kid:base64(32 random bytes)``."""
+    kid = "k" + secrets.token_hex(4)
+    return f"{kid}:{base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()}"
+
+
+def resolve_secrets(settings: Settings) -> ResolvedSecrets:
+    missing = [
+        name
+        for name, value in (
+            ("SECRET_KEY", settings.secret_key),
+            ("TOKEN_ENCRYPTION_KEYS", settings.token_encryption_keys),
+        )
+        if not value
+    ]
+    if settings.is_production:
+        if settings.sandbox_mode:
+            missing += ["UPWORK_CLIENT_ID", "UPWORK_CLIENT_SECRET"]
+        if missing:
+            raise ConfigError(
+                "APP_ENV=production refuses to start without these settings: "
+                + ", ".join(missing)
+                + ". Set them in the environment (see README, 'Configuration')."
+            )
+    if not missing:
+        assert settings.secret_key and settings.token_encryption_keys
+        if len(settings.secret_key) < 32:
+            raise ConfigError("SECRET_KEY must be at least 32 characters long")
+        return ResolvedSecrets(settings.secret_key, settings.token_encryption_keys)
+    stored = _load_or_create_dev_secrets(settings.data_dir)
+    return ResolvedSecrets(
+        settings.secret_key or stored["SECRET_KEY"],
+        settings.token_encryption_keys or stored["TOKEN_ENCRYPTION_KEYS"],
+    )
+
+
+def _load_or_create_dev_secrets(data_dir: Path) -> dict[str, str]:
+    """Generate development secrets once into ``data_dir/secrets.json`` (mode 0600)."""
+    path = data_dir / "secrets.json"
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    generated = {
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "TOKEN_ENCRYPTION_KEYS": new_encryption_key_spec(),
+    }
+    try:
+        # O_EXCL: when several processes start at once, exactly one writes the file.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(generated, handle)
+        return generated
+    for _ in range(50):  # another process may still be writing it
+        try:
+            stored = json.loads(path.read_text())
+            if {"SECRET_KEY", "TOKEN_ENCRYPTION_KEYS"} <= stored.keys():
+                return {k: str(stored[k]) for k in ("SECRET_KEY", "TOKEN_ENCRYPTION_KEYS")}
+        except (ValueError, OSError):
+            pass
+        time.sleep(0.02)
+    raise ConfigError(f"{path} exists but is not a valid secrets file; fix or remove it")
+
+
+def get_settings() -> Settings:
+    try:
+        return Settings()
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise ConfigError(str(exc)) from exc

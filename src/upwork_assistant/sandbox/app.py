@@ -1,0 +1,387 @@
+"""The sandbox's HTTP endpoints, on Upwork's own paths.
+
+- ``GET/POST /ab/account-security/oauth2/authorize``: consent page (pick a user, Allow/Deny)
+- ``POST /api/v3/oauth2/token``: ``authorization_code`` and ``refresh_token`` grants
+- ``POST /graphql``: GraphQL with ``Authorization: Bearer``
+- ``/_sandbox/faults`` (GET, PATCH, DELETE) and ``/_sandbox/stats``: test and demo controls
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlencode
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from graphql import graphql
+
+from . import schema
+from .state import Grant, PendingConsent, SandboxConfig, SandboxState
+
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def _oauth_error(
+    error: str, description: str, status: int = 400, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """An RFC 6749 section 5.2 error answer."""
+    return JSONResponse(
+        {"error": error, "error_description": description},
+        status_code=status,
+        headers={**NO_STORE, **(headers or {})},
+    )
+
+
+def _redirect_with(uri: str, params: dict[str, str | None]) -> RedirectResponse:
+    query = urlencode({k: v for k, v in params.items() if v is not None})
+    return RedirectResponse(f"{uri}{'&' if '?' in uri else '?'}{query}", status_code=302)
+
+
+def _s256(verifier: str) -> str:
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def create_sandbox_app(config: SandboxConfig) -> FastAPI:
+    state = SandboxState(config)
+    gql_schema = schema.build()
+    app = FastAPI(title="Upwork sandbox", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.sandbox = state
+
+    @app.middleware("http")
+    async def sandbox_headers(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' http: https:; "
+            "frame-ancestors 'none'; base-uri 'none'"
+        )
+        response.headers["X-Frame-Options"] = "DENY"  # consent pages must not be framed
+        return response
+
+    def error_page(request: Request, message: str, status: int = 400) -> HTMLResponse:
+        return TEMPLATES.TemplateResponse(
+            request, "error.html", {"message": message}, status_code=status
+        )
+
+    # ----- authorization endpoint ------------------------------------------------------
+
+    @app.get("/ab/account-security/oauth2/authorize", response_class=HTMLResponse)
+    async def authorize(request: Request) -> Response:
+        q = request.query_params
+        client = state.clients.get(q.get("client_id", ""))
+        if client is None:
+            return error_page(request, "Unknown client_id: this application is not registered.")
+        redirect_uri = q.get("redirect_uri", "")
+        if redirect_uri not in client.redirect_uris:
+            # Never redirect to an unregistered URI: show the error here instead.
+            return error_page(
+                request, "The redirect_uri does not match the application's registered callback."
+            )
+        state_param = q.get("state")
+        if q.get("response_type") != "code":
+            return _redirect_with(
+                redirect_uri,
+                {
+                    "error": "unsupported_response_type",
+                    "error_description": "response_type must be 'code'",
+                    "state": state_param,
+                },
+            )
+        challenge = q.get("code_challenge")
+        if challenge is not None and (
+            q.get("code_challenge_method") != "S256" or not 43 <= len(challenge) <= 128
+        ):
+            return _redirect_with(
+                redirect_uri,
+                {
+                    "error": "invalid_request",
+                    "error_description": "PKCE: code_challenge_method must be S256",
+                    "state": state_param,
+                },
+            )
+        consent_id = state.new_consent(
+            PendingConsent(
+                client_id=client.client_id,
+                redirect_uri=redirect_uri,
+                state=state_param,
+                scope=q.get("scope"),
+                code_challenge=challenge,
+                expires_at=time.time() + 1800,
+            )
+        )
+        return TEMPLATES.TemplateResponse(
+            request,
+            "consent.html",
+            {
+                "consent_id": consent_id,
+                "client_id": client.client_id,
+                "redirect_uri": redirect_uri,
+                "users": list(state.users.values()),
+                "action": request.url.path,
+            },
+        )
+
+    @app.post("/ab/account-security/oauth2/authorize")
+    async def consent(request: Request) -> Response:
+        form = await request.form()
+        consent_id = str(form.get("consent_id", ""))
+        pending = state.consents.pop(consent_id, None)
+        if pending is None or pending.expires_at < time.time():
+            return error_page(
+                request,
+                "This consent request has expired or was already used. "
+                "Go back to the application and start again.",
+            )
+        if form.get("decision") != "allow":
+            return _redirect_with(
+                pending.redirect_uri,
+                {
+                    "error": "access_denied",
+                    "error_description": "The user denied access",
+                    "state": pending.state,
+                },
+            )
+        user_id = str(form.get("user_id", ""))
+        if user_id not in state.users:
+            state.consents[consent_id] = pending  # let the user pick again
+            return error_page(request, "Pick one of the sandbox users.", 400)
+        code = state.issue_code(pending, user_id)
+        state.stats["codes_issued"] += 1
+        return _redirect_with(pending.redirect_uri, {"code": code, "state": pending.state})
+
+    # ----- token endpoint -------------------------------------------------------------
+
+    def authenticate_client(request: Request, form: dict[str, str]) -> tuple[str | None, bool]:
+        """Returns (client_id or None, used_basic)."""
+        header = request.headers.get("authorization", "")
+        if header.lower().startswith("basic "):
+            try:
+                raw = base64.b64decode(header[6:].strip(), validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                return None, True
+            cid, _, secret = raw.partition(":")
+            cid, secret = unquote(cid), unquote(secret)
+            used_basic = True
+        else:
+            cid, secret = form.get("client_id", ""), form.get("client_secret", "")
+            used_basic = False
+        client = state.clients.get(cid)
+        if client is None or not hmac.compare_digest(
+            client.client_secret.encode(), secret.encode()
+        ):
+            return None, used_basic
+        return cid, used_basic
+
+    @app.post("/api/v3/oauth2/token")
+    async def token(request: Request) -> Response:
+        faults = state.faults
+        state.stats["token_requests"] += 1
+        if faults.token_delay:
+            await asyncio.sleep(faults.token_delay)
+        if faults.token_status:
+            return JSONResponse({"error": "server_error"}, status_code=faults.token_status)
+        if faults.token_non_json:
+            return HTMLResponse("<html><body><h1>502 Bad Gateway</h1></body></html>")
+        if not request.headers.get("content-type", "").startswith(
+            "application/x-www-form-urlencoded"
+        ):
+            return _oauth_error("invalid_request", "use application/x-www-form-urlencoded")
+        form = {k: str(v) for k, v in (await request.form()).items()}
+        client_id, used_basic = authenticate_client(request, form)
+        if client_id is None:
+            return _oauth_error(
+                "invalid_client",
+                "client authentication failed",
+                401,
+                {"WWW-Authenticate": 'Basic realm="upwork"'} if used_basic else None,
+            )
+        grant_type = form.get("grant_type")
+        now = time.time()
+        if grant_type == "authorization_code":
+            state.stats["token_authorization_code"] += 1
+            code_value = form.get("code", "")
+            issued = state.codes.get(code_value)
+            if issued is None or issued.client_id != client_id:
+                return _oauth_error("invalid_grant", "authorization code is invalid")
+            if issued.used:
+                # RFC 6749 section 4.1.2: a code used twice revokes what it gave.
+                state.revoke_family(code_value)
+                return _oauth_error("invalid_grant", "authorization code was already used")
+            issued.used = True
+            if issued.expires_at < now:
+                return _oauth_error("invalid_grant", "authorization code has expired")
+            if form.get("redirect_uri") != issued.redirect_uri:
+                return _oauth_error("invalid_grant", "redirect_uri does not match")
+            if issued.code_challenge is not None:
+                verifier = form.get("code_verifier", "")
+                if not 43 <= len(verifier) <= 128 or not hmac.compare_digest(
+                    _s256(verifier), issued.code_challenge
+                ):
+                    return _oauth_error("invalid_grant", "PKCE verification failed")
+            body = state.issue_tokens(client_id, issued.user_id, family=code_value)
+            state.stats["tokens_issued"] += 1
+            return JSONResponse(body, headers=NO_STORE)
+        if grant_type == "refresh_token":
+            state.stats["token_refresh"] += 1
+            old = form.get("refresh_token", "")
+            grant = state.refresh_tokens.get(old)
+            if grant is None or grant.client_id != client_id or not grant.valid(now):
+                return _oauth_error("invalid_grant", "refresh token is invalid or expired")
+            if faults.rotate_refresh_token:
+                grant.revoked = True
+                body = state.issue_tokens(client_id, grant.user_id, grant.family)
+            else:
+                body = state.issue_tokens(client_id, grant.user_id, grant.family, refresh_token=old)
+            return JSONResponse(body, headers=NO_STORE)
+        return _oauth_error("unsupported_grant_type", f"grant_type {grant_type!r} is not supported")
+
+    # ----- GraphQL --------------------------------------------------------------------
+
+    def bearer_grant(request: Request) -> Grant | None:
+        header = request.headers.get("authorization", "")
+        if not header.lower().startswith("bearer "):
+            return None
+        grant = state.access_tokens.get(header[7:].strip())
+        return grant if grant is not None and grant.valid(time.time()) else None
+
+    def unauthorized(message: str) -> JSONResponse:
+        return JSONResponse(
+            {"errors": [{"message": message, "extensions": {"code": "UNAUTHENTICATED"}}]},
+            status_code=401,
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+
+    @app.post("/graphql")
+    async def graphql_endpoint(request: Request) -> Response:
+        faults = state.faults
+        state.stats["graphql_requests"] += 1
+        if faults.graphql_delay:
+            await asyncio.sleep(faults.graphql_delay)
+        grant = bearer_grant(request)
+        if grant is None:
+            return unauthorized("Authentication failed: missing, invalid or expired token")
+        if faults.graphql_status == 401:
+            return unauthorized("Authentication failed: token rejected")
+        if faults.graphql_status == 429:
+            return JSONResponse(
+                {"errors": [{"message": "Too many requests"}]},
+                status_code=429,
+                headers={"Retry-After": str(faults.retry_after)},
+            )
+        if faults.graphql_status:
+            return JSONResponse(
+                {"errors": [{"message": "Internal server error"}]},
+                status_code=faults.graphql_status,
+            )
+        try:
+            payload = json.loads(await request.body())
+        except ValueError:
+            return JSONResponse({"errors": [{"message": "Body is not valid JSON"}]}, 400)
+        if not isinstance(payload, dict) or not isinstance(payload.get("query"), str):
+            return JSONResponse({"errors": [{"message": "Body needs a 'query' string"}]}, 400)
+        if faults.graphql_errors:
+            return JSONResponse(
+                {
+                    "data": None,
+                    "errors": [
+                        {
+                            "message": "Internal error while resolving the query",
+                            "extensions": {"code": "INTERNAL_SERVER_ERROR"},
+                        }
+                    ],
+                }
+            )
+        user = state.users[grant.user_id]
+        tenant = request.headers.get("x-upwork-api-tenantid")
+        if tenant is not None and tenant != user.organization_id:
+            return JSONResponse(
+                {
+                    "data": None,
+                    "errors": [
+                        {
+                            "message": "Access denied to the requested organization",
+                            "extensions": {"code": "FORBIDDEN"},
+                        }
+                    ],
+                },
+                status_code=403,
+            )
+        user_data = user.graphql_user()
+        root = {
+            "user": user_data,
+            "organization": user.graphql_organization(),
+            "companySelector": {
+                "items": [
+                    {
+                        "title": user.organization_name,
+                        "organizationId": user.organization_id,
+                        "organizationRid": user.organization_id[-7:],
+                        "photoUrl": None,
+                    }
+                ]
+            },
+        }
+        variables = payload.get("variables")
+        result = await graphql(
+            gql_schema,
+            payload["query"],
+            root_value=root,
+            variable_values=variables if isinstance(variables, dict) else None,
+            operation_name=payload.get("operationName"),
+        )
+        body: dict[str, Any] = {"data": result.data}
+        if result.errors:
+            body["errors"] = [e.formatted for e in result.errors]
+        if faults.user_patch and isinstance(result.data, dict) and result.data.get("user"):
+            # Upwork sending malformed data: bypasses the schema on purpose.
+            body["data"]["user"] = {**result.data["user"], **faults.user_patch}
+        return JSONResponse(body)
+
+    # ----- test and demo controls -----------------------------------------------------
+
+    @app.get("/_sandbox/faults")
+    async def get_faults() -> dict[str, Any]:
+        return state.faults.as_dict()
+
+    @app.patch("/_sandbox/faults")
+    async def patch_faults(request: Request) -> Response:
+        try:
+            values = await request.json()
+            if not isinstance(values, dict):
+                raise ValueError("send a JSON object")
+            state.faults.update(values)
+        except ValueError as exc:
+            return JSONResponse({"error": "invalid_request", "message": str(exc)}, 400)
+        return JSONResponse(state.faults.as_dict())
+
+    @app.delete("/_sandbox/faults")
+    async def reset_faults() -> dict[str, Any]:
+        state.config.faults = type(state.faults)()
+        return state.faults.as_dict()
+
+    @app.get("/_sandbox/stats")
+    async def stats() -> dict[str, int]:
+        return dict(state.stats)
+
+    @app.get("/")
+    async def index(request: Request) -> HTMLResponse:
+        return TEMPLATES.TemplateResponse(
+            request,
+            "index.html",
+            {
+                "users": list(state.users.values()),
+                "clients": list(state.clients.values()),
+            },
+        )
+
+    return app

@@ -1,0 +1,1 @@
+"""Key ring and encryption, audit log, security headers, CSRF."""

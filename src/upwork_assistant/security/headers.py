@@ -1,0 +1,49 @@
+"""Security headers on every response (pure ASGI middleware)."""
+
+from __future__ import annotations
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+CALLBACK_PATH = "/api/auth/upwork/callback"
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self' {upwork}"
+)
+
+
+class SecurityHeadersMiddleware:
+    def __init__(self, app: ASGIApp, *, hsts: bool, form_action_origin: str) -> None:
+        self.app = app
+        self.hsts = hsts
+        self.csp = CSP.format(upwork=form_action_origin).strip()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+                headers.setdefault("X-Frame-Options", "DENY")
+                headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+                headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+                headers.setdefault("Content-Security-Policy", self.csp)
+                if path == CALLBACK_PATH:
+                    # The callback URL carries the code and state: never leak it onwards.
+                    headers["Referrer-Policy"] = "no-referrer"
+                else:
+                    headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
+                if path.startswith("/api/auth"):
+                    headers["Cache-Control"] = "no-store"
+                if self.hsts:
+                    headers.setdefault(
+                        "Strict-Transport-Security", "max-age=31536000; includeSubDomains"
+                    )
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -1,0 +1,1 @@
+"""Upwork: OAuth client, token vault, GraphQL client, profile validation and sync."""

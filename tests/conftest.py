@@ -1,0 +1,163 @@
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from upwork_assistant.app import create_app
+from upwork_assistant.config import Settings
+from upwork_assistant.db.migrate import upgrade
+from upwork_assistant.sandbox import SandboxClient, SandboxConfig, create_sandbox_app
+
+from .helpers import Browser, bound_socket, serve
+
+ENV_VARS = [
+    "APP_ENV",
+    "APP_BASE_URL",
+    "DATA_DIR",
+    "DATABASE_URL",
+    "SECRET_KEY",
+    "TOKEN_ENCRYPTION_KEYS",
+    "UPWORK_CLIENT_ID",
+    "UPWORK_CLIENT_SECRET",
+    "UPWORK_REDIRECT_URI",
+    "UPWORK_AUTHORIZE_URL",
+    "UPWORK_TOKEN_URL",
+    "UPWORK_GRAPHQL_URL",
+    "UPWORK_HTTP_TIMEOUT",
+]
+
+SANDBOX_USERS = {
+    "alex": "1717171717171717001",
+    "olena": "1717171717171717002",
+    "noemail": "1717171717171717003",
+    "html": "1717171717171717004",
+}
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@dataclass
+class RunningApp:
+    url: str
+    db_path: Path
+    settings: Settings
+    app: Any
+    browsers: list[Browser] = field(default_factory=list)
+
+    def browser(self) -> Browser:
+        b = Browser(self.url)
+        self.browsers.append(b)
+        return b
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Accept": "application/json"}, timeout=30)
+
+    @property
+    def sandbox_state(self) -> Any:
+        return self.app.state.sandbox.state.sandbox
+
+    def faults(self, **values: Any) -> None:
+        """Set faults on the mounted sandbox, over HTTP like any client."""
+        r = httpx.patch(f"{self.url}/sandbox/upwork/_sandbox/faults", json=values)
+        assert r.status_code == 200, r.text
+
+
+AppFactory = Callable[..., RunningApp]
+
+
+@pytest.fixture
+def app_factory(tmp_path: Path, migrated_template: Path) -> Iterator[AppFactory]:
+    """Start the real app (sandbox mode unless told otherwise) on a loopback port."""
+    stack: list[Any] = []
+
+    def start(sock: socket.socket | None = None, **overrides: Any) -> RunningApp:
+        sock = sock or bound_socket()
+        port = sock.getsockname()[1]
+        data = tmp_path / f"data{len(stack)}"
+        data.mkdir()
+        db_path = data / "app.db"
+        shutil.copy(migrated_template, db_path)
+        values: dict[str, Any] = {
+            "app_base_url": f"http://127.0.0.1:{port}",
+            "data_dir": data,
+            "database_url": f"sqlite:///{db_path}",
+            "upwork_http_timeout": 5.0,
+        }
+        values.update(overrides)
+        settings = Settings(**values)
+        app = create_app(settings)
+        ctx = serve(app, sock)
+        url = ctx.__enter__()
+        running = RunningApp(url, db_path, settings, app)
+        stack.append((ctx, running))
+        return running
+
+    yield start
+    for ctx, running in reversed(stack):
+        for b in running.browsers:
+            b.close()
+        ctx.__exit__(None, None, None)
+
+
+@pytest.fixture
+def running(app_factory: AppFactory) -> RunningApp:
+    return app_factory()
+
+
+@dataclass
+class StandaloneSandbox:
+    url: str
+    app: Any
+    client_id: str
+    client_secret: str
+
+    @property
+    def state(self) -> Any:
+        return self.app.state.sandbox
+
+    def faults(self, **values: Any) -> None:
+        r = httpx.patch(f"{self.url}/_sandbox/faults", json=values)
+        assert r.status_code == 200, r.text
+
+
+@pytest.fixture
+def sandbox_factory() -> Iterator[Callable[[list[str]], StandaloneSandbox]]:
+    contexts: list[Any] = []
+
+    def start(redirect_uris: list[str]) -> StandaloneSandbox:
+        app = create_sandbox_app(
+            SandboxConfig(
+                clients=[SandboxClient("test-client", "test-secret", tuple(redirect_uris))]
+            )
+        )
+        ctx = serve(app)
+        url = ctx.__enter__()
+        contexts.append(ctx)
+        return StandaloneSandbox(url, app, "test-client", "test-secret")
+
+    yield start
+    for ctx in reversed(contexts):
+        ctx.__exit__(None, None, None)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("OAUTHLIB_INSECURE_TRANSPORT", "1")  # the SDK test talks plain http

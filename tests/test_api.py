@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from .conftest import AppFactory, RunningApp
+
+
+def test_healthz_and_readyz(running: RunningApp) -> None:
+    assert httpx.get(f"{running.url}/healthz").json() == {"status": "ok"}
+    r = httpx.get(f"{running.url}/readyz")
+    assert r.status_code == 200 and r.json()["database"] == "ok"
+
+
+def test_readyz_503_when_database_unreachable(app_factory: AppFactory, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where a directory should be")
+    app = app_factory(database_url=f"sqlite:///{blocker}/db.sqlite")
+    r = httpx.get(f"{app.url}/readyz")
+    assert r.status_code == 503 and r.json()["database"] == "unreachable"
+    # Sign-in against a broken database: a clear error, never a 500 page with a traceback.
+    start = httpx.get(f"{app.url}/api/auth/upwork/authorize")
+    assert start.status_code == 503 and start.json()["error"] == "service_unavailable"
+    assert "Traceback" not in start.text
+
+
+def test_openapi_and_docs(running: RunningApp) -> None:
+    spec = httpx.get(f"{running.url}/openapi.json").json()
+    for path in [
+        "/api/auth/upwork/authorize",
+        "/api/auth/upwork/callback",
+        "/api/auth/me",
+        "/api/auth/refresh",
+        "/api/auth/logout",
+        "/healthz",
+        "/readyz",
+        "/.well-known/jwks.json",
+    ]:
+        assert path in spec["paths"], path
+    assert httpx.get(f"{running.url}/docs").status_code == 200
+
+
+def test_jwks(running: RunningApp) -> None:
+    keys = httpx.get(f"{running.url}/.well-known/jwks.json").json()["keys"]
+    assert len(keys) == 1
+    assert keys[0]["kty"] == "OKP" and keys[0]["crv"] == "Ed25519" and keys[0]["alg"] == "EdDSA"
+    assert "d" not in keys[0]  # public part only
+
+
+def test_security_headers(running: RunningApp) -> None:
+    r = httpx.get(f"{running.url}/")
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["x-frame-options"] == "DENY"
+    assert "script-src 'self'" in r.headers["content-security-policy"]
+    assert "strict-transport-security" not in r.headers  # plain http
+    auth = httpx.get(f"{running.url}/api/auth/upwork/authorize")
+    assert auth.headers["cache-control"] == "no-store"
+
+
+def test_not_found_and_bad_input_are_json(running: RunningApp) -> None:
+    r = httpx.get(f"{running.url}/nope")
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+    r = httpx.get(f"{running.url}/api/auth/upwork/authorize", params={"redirect": "maybe"})
+    assert r.status_code == 422 and r.json()["error"] == "invalid_request"
+
+
+def test_static_assets_served(running: RunningApp) -> None:
+    assert httpx.get(f"{running.url}/static/app.css").status_code == 200
+    assert httpx.get(f"{running.url}/static/app.js").status_code == 200
+
+
+def test_https_base_url_sets_secure_cookies_and_hsts(app_factory: AppFactory) -> None:
+    app = app_factory(
+        app_base_url="https://assistant.example.com",
+        upwork_client_id="cid",
+        upwork_client_secret="cs",
+    )
+    r = httpx.get(f"{app.url}/api/auth/upwork/authorize")
+    assert "Secure" in r.headers["set-cookie"]
+    assert "max-age" in r.headers["strict-transport-security"]
+    url = r.json()["authorization_url"]
+    assert url.startswith("https://www.upwork.com/ab/account-security/oauth2/authorize?")
+    callback = "https%3A%2F%2Fassistant.example.com%2Fapi%2Fauth%2Fupwork%2Fcallback"
+    assert f"redirect_uri={callback}" in url
