@@ -74,7 +74,7 @@ def test_help_lists_commands() -> None:
 
 def test_db_upgrade_then_serve_and_sign_in(tmp_path: Path) -> None:
     port = free_port()
-    env = clean_env(APP_BASE_URL=f"http://127.0.0.1:{port}")
+    env = clean_env()  # APP_BASE_URL unset: serve derives it from --host/--port
     up = subprocess.run(
         [CLI, "db", "upgrade"], env=env, cwd=tmp_path, capture_output=True, text=True, check=True
     )

@@ -154,6 +154,16 @@ def test_code_replayed(running: RunningApp) -> None:
     assert count(running.db_path, "sessions") == 1  # only the first sign-in's
 
 
+def test_other_upwork_error(running: RunningApp) -> None:
+    browser = running.browser()
+    params = callback_params(browser.decide(browser.start_sign_in()))
+    r = browser.get(
+        "/api/auth/upwork/callback", params={"error": "server_error", "state": params["state"]}
+    )
+    assert_browser_error(browser, r, "upwork_error")
+    assert failures(running)[-1]["reason"] == "upwork error: server_error"
+
+
 def test_code_missing(running: RunningApp) -> None:
     browser = running.browser()
     params = callback_params(browser.decide(browser.start_sign_in()))

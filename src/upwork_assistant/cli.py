@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -29,7 +30,12 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
 ) -> None:
-    """Serve the web app and API."""
+    """Serve the web app and API.
+
+    When APP_BASE_URL is unset it follows --host and --port, so the sandbox's callback
+    matches wherever the app is served."""
+    if "APP_BASE_URL" not in os.environ and host not in ("0.0.0.0", "::"):  # noqa: S104
+        os.environ["APP_BASE_URL"] = f"http://{host}:{port}"
     try:
         settings = get_settings()
         _ = settings.secrets  # production: stop here, clearly, when a secret is missing
