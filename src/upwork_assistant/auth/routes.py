@@ -48,28 +48,19 @@ def error_response(request: Request, exc: AuthError) -> Response:
     return JSONResponse({"error": exc.code, "message": exc.message}, status_code=exc.status)
 
 
+def _private_cookie(svc: Services) -> dict[str, Any]:
+    """Attributes of our HttpOnly cookies: SameSite=Lax, Secure when served over https."""
+    return {"httponly": True, "samesite": "lax", "secure": svc.settings.cookie_secure}
+
+
 def set_session_cookies(
     response: Response, svc: Services, session: UserSession, access_token: str, refresh_token: str
 ) -> None:
-    secure = svc.settings.cookie_secure
     session_age = int(svc.sessions.ttl.total_seconds())
+    private = _private_cookie(svc)
+    response.set_cookie(ACCESS_COOKIE, access_token, max_age=svc.jwt.ttl, path="/", **private)
     response.set_cookie(
-        ACCESS_COOKIE,
-        access_token,
-        max_age=svc.jwt.ttl,
-        path="/",
-        httponly=True,
-        samesite="lax",
-        secure=secure,
-    )
-    response.set_cookie(
-        REFRESH_COOKIE,
-        refresh_token,
-        max_age=session_age,
-        path=REFRESH_PATH,
-        httponly=True,
-        samesite="lax",
-        secure=secure,
+        REFRESH_COOKIE, refresh_token, max_age=session_age, path=REFRESH_PATH, **private
     )
     # Readable by the page's script, which echoes it in X-CSRF-Token.
     response.set_cookie(
@@ -77,9 +68,7 @@ def set_session_cookies(
         svc.csrf.token_for(session.id),
         max_age=session_age,
         path="/",
-        httponly=False,
-        samesite="lax",
-        secure=secure,
+        **{**private, "httponly": False},
     )
 
 
@@ -102,12 +91,10 @@ def signed_in_response(
 
 
 def clear_session_cookies(response: Response, svc: Services) -> None:
-    secure = svc.settings.cookie_secure
-    response.delete_cookie(ACCESS_COOKIE, path="/", secure=secure, httponly=True, samesite="lax")
-    response.delete_cookie(
-        REFRESH_COOKIE, path=REFRESH_PATH, secure=secure, httponly=True, samesite="lax"
-    )
-    response.delete_cookie(CSRF_COOKIE, path="/", secure=secure, samesite="lax")
+    private = _private_cookie(svc)
+    response.delete_cookie(ACCESS_COOKIE, path="/", **private)
+    response.delete_cookie(REFRESH_COOKIE, path=REFRESH_PATH, **private)
+    response.delete_cookie(CSRF_COOKIE, path="/", **{**private, "httponly": False})
 
 
 @router.get("/api/auth/upwork/authorize", tags=["auth"])
@@ -127,9 +114,7 @@ async def authorize(request: Request, svc: ServicesDep, redirect: bool = False) 
         value,
         max_age=int(svc.flows.ttl.total_seconds()),
         path=COOKIE_PATH,
-        httponly=True,
-        samesite="lax",
-        secure=svc.settings.cookie_secure,
+        **_private_cookie(svc),
     )
     return response
 
@@ -177,13 +162,7 @@ async def callback(
                 svc, result.user, result.session, result.refresh_token, created=result.created
             )
     if cookie_name and cookie_name in request.cookies:
-        response.delete_cookie(
-            cookie_name,
-            path=COOKIE_PATH,
-            httponly=True,
-            samesite="lax",
-            secure=svc.settings.cookie_secure,
-        )
+        response.delete_cookie(cookie_name, path=COOKIE_PATH, **_private_cookie(svc))
     return response
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.models import User, UserSession
@@ -45,19 +45,9 @@ class SessionService:
         self, db: AsyncSession, refresh_token: str
     ) -> tuple[UserSession, User] | None:
         """The live session a refresh token belongs to; None if unknown, revoked or expired."""
-        row = (
-            await db.execute(
-                select(UserSession, User)
-                .join(User, User.id == UserSession.user_id)
-                .where(UserSession.refresh_token_hash == self.hash_refresh_token(refresh_token))
-            )
-        ).one_or_none()
-        if row is None:
-            return None
-        session, user = row
-        if session.revoked_at is not None or session.expires_at <= utcnow():
-            return None
-        return session, user
+        return await _live(
+            db, UserSession.refresh_token_hash == self.hash_refresh_token(refresh_token)
+        )
 
     async def rotate(
         self, db: AsyncSession, session: UserSession, refresh_token: str, meta: RequestMeta
@@ -86,19 +76,8 @@ class SessionService:
     async def active(
         self, db: AsyncSession, session_id: str, user_id: str
     ) -> tuple[UserSession, User] | None:
-        row = (
-            await db.execute(
-                select(UserSession, User)
-                .join(User, User.id == UserSession.user_id)
-                .where(UserSession.id == session_id, UserSession.user_id == user_id)
-            )
-        ).one_or_none()
-        if row is None:
-            return None
-        session, user = row
-        if session.revoked_at is not None or session.expires_at <= utcnow():
-            return None
-        return session, user
+        """The session an access token names, if it is still live and the user's."""
+        return await _live(db, UserSession.id == session_id, UserSession.user_id == user_id)
 
     async def revoke(self, db: AsyncSession, session_id: str) -> bool:
         result = await db.execute(
@@ -108,3 +87,19 @@ class SessionService:
             .execution_options(synchronize_session=False)
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def _live(
+    db: AsyncSession, *conditions: ColumnElement[bool]
+) -> tuple[UserSession, User] | None:
+    row = (
+        await db.execute(
+            select(UserSession, User).join(User, User.id == UserSession.user_id).where(*conditions)
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    session, user = row
+    if session.revoked_at is not None or session.expires_at <= utcnow():
+        return None
+    return session, user

@@ -29,6 +29,15 @@ def _clean_text(value: str) -> str:
     return " ".join(value.split())
 
 
+def _id_text(value: Any) -> str | None:
+    """An Upwork id as text (ids may come as numbers), or None when malformed."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not ID_RE.fullmatch(value.strip()):
+        return None
+    return value.strip()
+
+
 class UpworkProfile(BaseModel):
     model_config = ConfigDict(frozen=True, str_strip_whitespace=True)
 
@@ -41,22 +50,20 @@ class UpworkProfile(BaseModel):
     @field_validator("id", mode="before")
     @classmethod
     def _id(cls, value: Any) -> str:
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = str(value)
-        if not isinstance(value, str) or not ID_RE.fullmatch(value.strip()):
+        cleaned = _id_text(value)
+        if cleaned is None:
             raise ValueError("Upwork user id is missing or malformed")
-        return value.strip()
+        return cleaned
 
     @field_validator("rid", mode="before")
     @classmethod
     def _rid(cls, value: Any) -> str | None:
         if value is None or value == "":
             return None
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = str(value)
-        if not isinstance(value, str) or not ID_RE.fullmatch(value.strip()):
+        cleaned = _id_text(value)
+        if cleaned is None:
             raise ValueError("Upwork rid is malformed")
-        return value.strip()
+        return cleaned
 
     @field_validator("nid", mode="before")
     @classmethod
