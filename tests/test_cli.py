@@ -107,6 +107,18 @@ def test_serve_in_production_without_secrets_exits_clearly(tmp_path: Path) -> No
     assert not (tmp_path / "data" / "secrets.json").exists()
 
 
+def test_sandbox_mode_refuses_several_workers(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [CLI, "serve", "--port", str(free_port()), "--workers", "2"],
+        env=clean_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2 and "one worker" in r.stderr
+
+
 def test_standalone_sandbox(tmp_path: Path) -> None:
     port = free_port()
     args = [

@@ -41,6 +41,14 @@ def serve(
         _ = settings.secrets  # production: stop here, clearly, when a secret is missing
     except ConfigError as exc:
         _fail(exc)
+    if settings.sandbox_mode and workers > 1:
+        _fail(
+            ConfigError(
+                "the built-in Upwork sandbox keeps its state in one process, so sandbox mode "
+                "serves with one worker. For several workers run `upwork-assistant sandbox` on "
+                "its own and point UPWORK_CLIENT_ID, UPWORK_CLIENT_SECRET and UPWORK_*_URL at it."
+            )
+        )
     uvicorn.run(
         "upwork_assistant.app:create_app",
         factory=True,

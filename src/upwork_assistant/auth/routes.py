@@ -129,11 +129,11 @@ async def callback(
     error: str | None = None,
 ) -> Response:
     """Upwork sends the browser back here with ``code`` and ``state`` (or ``error``)."""
-    cookie_name = svc.flows.cookie_name(state) if state else None
+    cookie_name: str | None = None
     try:
         if not state:
             raise AuthError("state_missing")
-        assert cookie_name is not None
+        cookie_name = svc.flows.cookie_name(state)
         cookie_value = request.cookies.get(cookie_name)
         if cookie_value is None:
             started_here = any(k.startswith(COOKIE_PREFIX) for k in request.cookies)

@@ -25,7 +25,7 @@ from fastapi.templating import Jinja2Templates
 from graphql import graphql
 
 from . import schema
-from .state import Grant, PendingConsent, SandboxConfig, SandboxState
+from .state import CONSENT_TTL, Grant, PendingConsent, SandboxConfig, SandboxState
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -116,7 +116,7 @@ def create_sandbox_app(config: SandboxConfig) -> FastAPI:
                 state=state_param,
                 scope=q.get("scope"),
                 code_challenge=challenge,
-                expires_at=time.time() + 1800,
+                expires_at=time.time() + CONSENT_TTL,
             )
         )
         return TEMPLATES.TemplateResponse(

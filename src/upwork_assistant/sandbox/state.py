@@ -159,7 +159,6 @@ class IssuedCode:
     code_challenge: str | None
     expires_at: float
     used: bool = False
-    token_ids: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -238,7 +237,15 @@ class SandboxState:
                     grant.revoked = True
 
     def _prune(self) -> None:
+        """Forget what can no longer be used (kept a while to answer replays properly)."""
         now = time.time()
         for table in (self.consents, self.codes):
             for key in [k for k, v in table.items() if v.expires_at < now - CODE_TTL]:
                 del table[key]
+        for grants in (self.access_tokens, self.refresh_tokens):
+            for key in [
+                k
+                for k, g in grants.items()
+                if g.expires_at is not None and g.expires_at < now - CODE_TTL
+            ]:
+                del grants[key]
