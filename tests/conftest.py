@@ -14,7 +14,7 @@ import pytest
 from upwork_assistant.app import create_app
 from upwork_assistant.config import Settings
 from upwork_assistant.db.migrate import upgrade
-from upwork_assistant.sandbox import SandboxClient, SandboxConfig, create_sandbox_app
+from upwork_assistant.sandbox import SandboxClient, SandboxConfig, SandboxUser, create_sandbox_app
 
 from .helpers import Browser, bound_socket, serve
 
@@ -140,15 +140,18 @@ class StandaloneSandbox:
 
 
 @pytest.fixture
-def sandbox_factory() -> Iterator[Callable[[list[str]], StandaloneSandbox]]:
+def sandbox_factory() -> Iterator[Callable[..., StandaloneSandbox]]:
     contexts: list[Any] = []
 
-    def start(redirect_uris: list[str]) -> StandaloneSandbox:
-        app = create_sandbox_app(
-            SandboxConfig(
-                clients=[SandboxClient("test-client", "test-secret", tuple(redirect_uris))]
-            )
+    def start(
+        redirect_uris: list[str], users: list[SandboxUser] | None = None
+    ) -> StandaloneSandbox:
+        config = SandboxConfig(
+            clients=[SandboxClient("test-client", "test-secret", tuple(redirect_uris))]
         )
+        if users is not None:
+            config.users = users
+        app = create_sandbox_app(config)
         ctx = serve(app)
         url = ctx.__enter__()
         contexts.append(ctx)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,8 +26,11 @@ from .auth.routes import router as auth_router
 from .config import SANDBOX_CLIENT_ID, SANDBOX_PREFIX, Settings, get_settings
 from .sandbox import SandboxClient, SandboxConfig, create_sandbox_app
 from .security.headers import SecurityHeadersMiddleware
+from .security.ratelimit import RateLimitExceeded
 from .security.redact import install_access_log_redaction
 from .services import Services
+from .upwork.errors import UpworkError
+from .upwork.routes import router as upwork_router
 from .web.routes import router as web_router
 
 log = structlog.get_logger("upwork_assistant")
@@ -67,8 +72,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sandbox_mode=settings.sandbox_mode,
             env=settings.app_env,
             base_url=settings.app_base_url,
+            worker_in_serve=settings.worker_in_serve,
+        )
+        worker = (
+            asyncio.create_task(services.worker.run_forever()) if settings.worker_in_serve else None
         )
         yield
+        if worker is not None:
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
         await services.aclose()
 
     app = FastAPI(
@@ -83,6 +96,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(AuthError)
     async def auth_error(request: Request, exc: AuthError) -> Response:
         return error_response(request, exc)
+
+    @app.exception_handler(UpworkError)
+    async def upwork_error(_request: Request, exc: UpworkError) -> Response:
+        return _error_json(exc.code, exc.message, exc.status, exc.headers)
+
+    @app.exception_handler(RateLimitExceeded)
+    async def rate_limited(_request: Request, exc: RateLimitExceeded) -> Response:
+        return _error_json("rate_limited", exc.message, 429, {"Retry-After": str(exc.retry_after)})
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> Response:
@@ -126,6 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"status": "ok", "database": "ok"})
 
     app.include_router(auth_router)
+    app.include_router(upwork_router)
     app.include_router(web_router)
     app.mount(
         "/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"), name="static"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Annotated
 
@@ -58,6 +59,37 @@ def serve(
         proxy_headers=False,
         server_header=False,
     )
+
+
+@app.command()
+def worker(
+    once: Annotated[bool, typer.Option("--once", help="Run one pass and exit.")] = False,
+) -> None:
+    """Keep Upwork connections alive and run the daily profile sync."""
+    import asyncio
+
+    from .app import configure_logging
+    from .services import Services
+
+    try:
+        settings = get_settings()
+        services = Services.build(settings)
+    except ConfigError as exc:
+        _fail(exc)
+    configure_logging(settings.log_level)
+
+    async def run() -> None:
+        try:
+            if once:
+                result = await services.worker.run_once()
+                typer.echo(f"renewed {result.renewed} connections, synced {result.synced} users")
+            else:
+                await services.worker.run_forever()
+        finally:
+            await services.aclose()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
 
 
 @db_app.command("upgrade")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+from limits import parse_many
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -56,6 +57,34 @@ class Settings(BaseSettings):
     #: Seconds to wait for Upwork's token and GraphQL endpoints.
     upwork_http_timeout: float = Field(default=10.0, gt=0, le=120)
 
+    #: Refresh an Upwork access token when less than this is left of it.
+    upwork_refresh_margin_seconds: int = Field(default=300, ge=0, le=86400)
+    #: The worker renews connections whose refresh token would die within this margin.
+    upwork_keepalive_margin_seconds: int = Field(default=2 * 86400, ge=0, le=13 * 86400)
+    #: How long one process may hold a user's refresh lease before others take over.
+    upwork_refresh_lease_seconds: float = Field(default=30.0, gt=0, le=600)
+    #: Our own budget for calls to Upwork (the `limits` syntax), kept under Upwork's limits.
+    upwork_rate_limit: str = "8/second;35000/day"
+    #: When the budget is spent, wait at most this long for room before answering 503.
+    upwork_rate_limit_max_wait: float = Field(default=2.0, ge=0, le=60)
+    #: Attempts of an idempotent GraphQL query on 5xx, network errors and 429.
+    upwork_retry_attempts: int = Field(default=3, ge=1, le=10)
+    #: Base delay of the exponential backoff between those attempts.
+    upwork_retry_backoff: float = Field(default=0.25, ge=0, le=30)
+    #: Honour a 429's Retry-After by waiting when it is at most this many seconds.
+    upwork_retry_after_max_wait: float = Field(default=5.0, ge=0, le=120)
+
+    #: The scheduled profile sync runs once per this period per user.
+    profile_sync_interval_seconds: int = Field(default=86400, ge=60)
+    #: After a failed scheduled sync, wait this long before trying that user again.
+    profile_sync_retry_seconds: int = Field(default=3600, ge=10)
+    #: Manual syncs allowed per user (`limits` syntax).
+    profile_sync_rate_limit: str = "5/minute"
+    #: Seconds between the worker's passes.
+    worker_interval_seconds: float = Field(default=60.0, gt=0)
+    #: Also run the worker's loop inside `serve`.
+    worker_in_serve: bool = False
+
     access_token_ttl_seconds: int = Field(default=900, ge=30, le=86400)
     session_ttl_days: int = Field(default=30, ge=1, le=365)
     oauth_flow_ttl_seconds: int = Field(default=600, ge=30, le=3600)
@@ -81,6 +110,15 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value.strip() or None if value is not None else None
+
+    @field_validator("upwork_rate_limit", "profile_sync_rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        try:
+            parse_many(value)
+        except ValueError as exc:
+            raise ValueError(f"not a rate limit like '8/second;35000/day': {value!r}") from exc
+        return value
 
     @model_validator(mode="after")
     def _pair(self) -> Settings:

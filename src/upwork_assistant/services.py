@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import httpx
 
@@ -13,9 +14,13 @@ from .config import Settings
 from .db.engine import Database
 from .security.csrf import CsrfGuard
 from .security.keys import DerivedKeys, KeyRing
-from .upwork.graphql import UpworkGraphQLClient
+from .security.ratelimit import Budget, RateLimiter
+from .upwork.api import UpworkAPI
+from .upwork.graphql import RetryPolicy, UpworkGraphQLClient
 from .upwork.oauth import UpworkOAuthClient
-from .upwork.vault import TokenVault
+from .upwork.sync import ProfileSyncService, SyncPolicy
+from .upwork.vault import TokenVault, VaultPolicy
+from .upwork.worker import Worker
 
 
 @dataclass
@@ -31,35 +36,84 @@ class Services:
     oauth: UpworkOAuthClient
     graphql: UpworkGraphQLClient
     vault: TokenVault
+    upwork: UpworkAPI
+    sync: ProfileSyncService
+    worker: Worker
+    limiter: RateLimiter
+    sync_budget: Budget
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
-        secrets = settings.secrets
-        keys = DerivedKeys(secrets.secret_key)
+        s = settings
+        keys = DerivedKeys(s.secrets.secret_key)
         transport = httpx.AsyncHTTPTransport(retries=0)
         http = httpx.AsyncClient(
             transport=transport,
-            timeout=settings.upwork_http_timeout,
+            timeout=s.upwork_http_timeout,
             headers={"User-Agent": "upwork-assistant"},
+            limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
         )
-        keyring = KeyRing(secrets.token_encryption_keys)
+        db = Database(s.resolved_database_url)
+        keyring = KeyRing(s.secrets.token_encryption_keys)
+        limiter = RateLimiter()
+        oauth = UpworkOAuthClient(s, transport)
+        graphql = UpworkGraphQLClient(
+            s.graphql_url,
+            http,
+            limiter.budget("upwork", s.upwork_rate_limit),
+            RetryPolicy(
+                attempts=s.upwork_retry_attempts,
+                backoff=s.upwork_retry_backoff,
+                retry_after_max_wait=s.upwork_retry_after_max_wait,
+                budget_max_wait=s.upwork_rate_limit_max_wait,
+            ),
+        )
+        vault = TokenVault(
+            keyring,
+            db,
+            oauth,
+            VaultPolicy(
+                refresh_margin=timedelta(seconds=s.upwork_refresh_margin_seconds),
+                lease=timedelta(seconds=s.upwork_refresh_lease_seconds),
+            ),
+        )
+        upwork = UpworkAPI(vault, graphql)
+        sync = ProfileSyncService(
+            db,
+            upwork,
+            SyncPolicy(
+                interval=timedelta(seconds=s.profile_sync_interval_seconds),
+                retry_after_failure=timedelta(seconds=s.profile_sync_retry_seconds),
+            ),
+        )
         return cls(
-            settings=settings,
-            db=Database(settings.resolved_database_url),
+            settings=s,
+            db=db,
             keyring=keyring,
             jwt=JWTIssuer(
                 keys.jwt_signing_key,
-                issuer=settings.jwt_issuer,
-                audience=settings.jwt_audience,
-                ttl_seconds=settings.access_token_ttl_seconds,
+                issuer=s.jwt_issuer,
+                audience=s.jwt_audience,
+                ttl_seconds=s.access_token_ttl_seconds,
             ),
             csrf=CsrfGuard(keys.csrf),
-            sessions=SessionService(keys.token_hash, settings.session_ttl_days),
-            flows=FlowStore(keys.flow_cookie, settings.oauth_flow_ttl_seconds),
+            sessions=SessionService(keys.token_hash, s.session_ttl_days),
+            flows=FlowStore(keys.flow_cookie, s.oauth_flow_ttl_seconds),
             http=http,
-            oauth=UpworkOAuthClient(settings, transport),
-            graphql=UpworkGraphQLClient(settings.graphql_url, http),
-            vault=TokenVault(keyring),
+            oauth=oauth,
+            graphql=graphql,
+            vault=vault,
+            upwork=upwork,
+            sync=sync,
+            worker=Worker(
+                db,
+                vault,
+                sync,
+                keepalive_margin=timedelta(seconds=s.upwork_keepalive_margin_seconds),
+                interval=s.worker_interval_seconds,
+            ),
+            limiter=limiter,
+            sync_budget=limiter.budget("profile-sync", s.profile_sync_rate_limit),
         )
 
     async def aclose(self) -> None:

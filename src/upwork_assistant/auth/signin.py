@@ -12,13 +12,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..db.models import User, UserSession
-from ..db.types import utcnow
+from ..db.models import ProfileSync, User, UserSession
 from ..security import audit
 from ..security.audit import RequestMeta
 from ..services import Services
 from ..upwork.errors import UpworkError
-from ..upwork.profile import PROFILE_QUERY, UpworkProfile, parse_profile
+from ..upwork.profile import UpworkProfile, parse_profile
+from ..upwork.sync import PROFILE_QUERY, apply_profile, organization_id, record_profile_change
 from .errors import AuthError
 
 
@@ -33,28 +33,31 @@ class SignInResult:
         return f"SignInResult(user={self.user.id!r}, created={self.created!r})"
 
 
+#: Sign-in reason codes for what the Upwork client reports.
+_SIGNIN_CODES = {"upwork_api_error": "profile_fetch_failed", "invalid_grant": "code_rejected"}
+
+
 async def complete_sign_in(
     svc: Services, code: str, code_verifier: str, meta: RequestMeta
 ) -> SignInResult:
     try:
         tokens = await svc.oauth.exchange_code(code, code_verifier)
-        data = await svc.graphql.query(tokens.access_token, PROFILE_QUERY)
+        data = await svc.graphql.execute(tokens.access_token, PROFILE_QUERY, allow_partial=True)
         profile = parse_profile(data)
     except UpworkError as exc:
-        raise AuthError(exc.code, exc.message) from None
+        raise AuthError(_SIGNIN_CODES.get(exc.code, exc.code), exc.message) from None
 
     async with svc.db.write() as db:
         user, created, changed = await _upsert_user(db, profile)
-        await svc.vault.store(db, user.id, tokens)
+        await svc.vault.store(db, user.id, tokens, organization_id=organization_id(data))
+        db.add(ProfileSync(user_id=user.id, trigger="signin", succeeded=True, changed=changed))
         session, refresh = await svc.sessions.create(db, user.id, meta)
         if created:
             await audit.record(
                 db, audit.ACCOUNT_CREATED, meta, user_id=user.id, upwork_id=user.upwork_id
             )
-        elif changed:
-            await audit.record(
-                db, audit.PROFILE_UPDATED, meta, user_id=user.id, fields=changed, source="sign-in"
-            )
+        else:
+            await record_profile_change(db, user, changed, "signin", meta)
         await audit.record(db, audit.SESSION_CREATED, meta, user_id=user.id, session_id=session.id)
         await audit.record(
             db,
@@ -67,36 +70,21 @@ async def complete_sign_in(
     return SignInResult(user, session, refresh, created)
 
 
-def _apply(user: User, profile: UpworkProfile) -> list[str]:
-    changed = []
-    for attr, value in (
-        ("upwork_nid", profile.nid),
-        ("upwork_rid", profile.rid),
-        ("name", profile.display_name),
-        ("email", profile.email),
-    ):
-        if getattr(user, attr) != value:
-            setattr(user, attr, value)
-            changed.append(attr)
-    user.profile_synced_at = utcnow()
-    return changed
-
-
 async def _upsert_user(db: AsyncSession, profile: UpworkProfile) -> tuple[User, bool, list[str]]:
     """One Upwork account is one account here, even when two sign-ins race."""
     query = select(User).where(User.upwork_id == profile.id)
     user = (await db.execute(query)).scalar_one_or_none()
     if user is not None:
-        return user, False, _apply(user, profile)
+        return user, False, apply_profile(user, profile)
     user = User(upwork_id=profile.id)
-    _apply(user, profile)
+    apply_profile(user, profile)
     try:
         async with db.begin_nested():
             db.add(user)
     except IntegrityError:
         # The same Upwork user's first sign-in finished in parallel: use that account.
         user = (await db.execute(query)).scalar_one()
-        return user, False, _apply(user, profile)
+        return user, False, apply_profile(user, profile)
     return user, True, []
 
 

@@ -53,6 +53,8 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     profile_synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Lease for the scheduled sync: while in the future, no other worker syncs this user.
+    sync_claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     connection: Mapped[UpworkConnection | None] = relationship(
         back_populates="user", uselist=False, lazy="raise"
@@ -80,10 +82,30 @@ class UpworkConnection(Base):
     access_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     refresh_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     status: Mapped[str] = mapped_column(String(32), default="active")
+    organization_id: Mapped[str | None] = mapped_column(String(64))
+    last_refresh_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Single-flight refresh across processes: the holder of an unexpired lease refreshes.
+    refresh_lease_owner: Mapped[str | None] = mapped_column(String(64))
+    refresh_lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     user: Mapped[User] = relationship(back_populates="connection", lazy="raise")
+
+
+class ProfileSync(Base):
+    """One run of the Upwork profile sync: when, why, whether it worked, what changed."""
+
+    __tablename__ = "profile_syncs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    trigger: Mapped[str] = mapped_column(String(16))  # signin | manual | scheduled | stale
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    succeeded: Mapped[bool] = mapped_column(Boolean)
+    changed: Mapped[list[str]] = mapped_column(JSON, default=list)
+    error: Mapped[str | None] = mapped_column(String(64))
 
 
 class UserSession(Base):
@@ -135,3 +157,4 @@ class AuditEvent(Base):
 
 
 Index("ix_sessions_user_active", UserSession.user_id, UserSession.revoked_at)
+Index("ix_profile_syncs_user_started", ProfileSync.user_id, ProfileSync.started_at)

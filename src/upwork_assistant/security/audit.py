@@ -26,6 +26,8 @@ PROFILE_UPDATED = "profile.updated"
 SESSION_CREATED = "session.created"
 SESSION_REVOKED = "session.revoked"
 SESSION_REFRESH_REJECTED = "session.refresh_rejected"
+UPWORK_REFRESH_FAILED = "upwork.refresh_failed"
+UPWORK_REAUTH_REQUIRED = "upwork.reauth_required"
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import warnings
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,7 +19,7 @@ with warnings.catch_warnings():
 
 from ..config import Settings
 from ..db.types import utcnow
-from .errors import UpworkError, UpworkUnavailable
+from .errors import UpworkError, UpworkInvalidGrant, UpworkUnavailable
 
 #: Upwork does not document a refresh token lifetime in the token answer; it is two weeks.
 REFRESH_TOKEN_LIFETIME = timedelta(days=14)
@@ -79,37 +80,55 @@ class UpworkOAuthClient:
         return AuthorizationRequest(url=url, state=state, code_verifier=verifier)
 
     async def exchange_code(self, code: str, code_verifier: str) -> TokenSet:
-        client = self._client()
         try:
-            raw = await client.fetch_token(
-                self._settings.token_url,
-                grant_type="authorization_code",
-                code=code,
-                code_verifier=code_verifier,
-                redirect_uri=self._settings.redirect_uri,
+            raw = await _token_endpoint(
+                self._client().fetch_token(
+                    self._settings.token_url,
+                    grant_type="authorization_code",
+                    code=code,
+                    code_verifier=code_verifier,
+                    redirect_uri=self._settings.redirect_uri,
+                )
             )
-        except OAuthError as exc:
-            if exc.error == "invalid_grant":
-                raise UpworkError(
-                    "code_rejected",
-                    "Upwork did not accept the sign-in code (it may have expired or been "
-                    "used already). Please sign in again.",
-                    400,
-                ) from None
+        except UpworkInvalidGrant:
             raise UpworkError(
-                "token_exchange_failed",
-                f"Upwork refused the sign-in ({exc.error}). Please try again later.",
-            ) from None
-        except httpx.TimeoutException:
-            raise UpworkUnavailable() from None
-        except httpx.TransportError:
-            raise UpworkUnavailable("Upwork could not be reached. Please try again.") from None
-        except (httpx.HTTPStatusError, ValueError):
-            raise UpworkError(
-                "token_exchange_failed",
-                "Upwork answered the sign-in with an error. Please try again later.",
+                "code_rejected",
+                "Upwork did not accept the sign-in code (it may have expired or been "
+                "used already). Please sign in again.",
+                400,
             ) from None
         return parse_token_response(raw)
+
+    async def refresh(self, refresh_token: str) -> TokenSet:
+        """Trade a refresh token for a new pair. Upwork may or may not rotate the refresh
+        token: without a new one the old one is kept. Raises UpworkInvalidGrant when the
+        refresh token is expired or revoked."""
+        raw = await _token_endpoint(
+            self._client().refresh_token(self._settings.token_url, refresh_token=refresh_token)
+        )
+        return parse_token_response(raw, previous_refresh=refresh_token)
+
+
+async def _token_endpoint(request: Awaitable[Any]) -> dict[str, Any]:
+    """Await a token request; turn what Authlib and httpx raise into typed UpworkErrors."""
+    try:
+        return dict(await request)
+    except OAuthError as exc:
+        if exc.error == "invalid_grant":
+            raise UpworkInvalidGrant() from None
+        raise UpworkError(
+            "token_exchange_failed",
+            f"Upwork's token endpoint refused the request ({exc.error}).",
+        ) from None
+    except httpx.TimeoutException:
+        raise UpworkUnavailable() from None
+    except httpx.TransportError:
+        raise UpworkUnavailable("Upwork could not be reached. Please try again.") from None
+    except (httpx.HTTPStatusError, ValueError):
+        raise UpworkError(
+            "token_exchange_failed",
+            "Upwork's token endpoint answered with an error. Please try again later.",
+        ) from None
 
 
 def parse_token_response(raw: dict[str, Any], previous_refresh: str | None = None) -> TokenSet:

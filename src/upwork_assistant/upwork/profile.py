@@ -20,8 +20,6 @@ NID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 
-PROFILE_QUERY = "query profile { user { id nid rid name email } }"
-
 
 def _clean_text(value: str) -> str:
     value = unicodedata.normalize("NFC", value)

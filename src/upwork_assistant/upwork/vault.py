@@ -1,22 +1,48 @@
-"""The token vault: a user's Upwork tokens, encrypted at rest with the key ring.
+"""The token vault: the one place that hands out a valid Upwork access token for a user.
 
-Tokens are decrypted only in memory and only when used. The associated data binds every
-ciphertext to its user and field, so a ciphertext moved to another row does not decrypt.
+- Tokens are encrypted at rest with the key ring (AES-256-GCM); the associated data binds
+  every ciphertext to its user and field. They are decrypted only in memory, when used.
+- An access token is refreshed when less than the margin is left of it, and after Upwork
+  answered 401 to it (once: the caller gives up after a second 401).
+- Single flight: in one process a per-user lock, across processes a lease on the user's
+  connection row (owner + expiry, so a crashed refresher blocks nobody for long). Upwork
+  sees one refresh however many requests need the token at once.
+- The new pair replaces the old one in one UPDATE; a failed refresh leaves the working pair
+  as it was. ``invalid_grant`` marks the connection ``needs_reauth`` and stops all calls
+  to Upwork for that user until they sign in again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import random
+import secrets
+import socket
+import time
+import weakref
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
+import structlog
+from sqlalchemy import or_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..db.engine import Database
 from ..db.models import UpworkConnection
 from ..db.types import utcnow
+from ..security import audit
 from ..security.keys import KeyRing, Sealed
-from .oauth import TokenSet
+from .errors import UpworkError, UpworkInvalidGrant, UpworkReauthRequired, UpworkUnavailable
+from .oauth import TokenSet, UpworkOAuthClient
+
+log = structlog.get_logger("upwork_assistant.upwork")
+
+ACTIVE = "active"
+NEEDS_REAUTH = "needs_reauth"
 
 
 def _aad(user_id: str, field: str) -> str:
@@ -33,12 +59,47 @@ class UpworkTokens:
         return f"UpworkTokens(access_expires_at={self.access_expires_at!r})"
 
 
-class TokenVault:
-    def __init__(self, keyring: KeyRing) -> None:
-        self._keyring = keyring
+@dataclass(frozen=True)
+class AccessGrant:
+    """A usable access token and the organization context to send with it."""
 
-    async def store(self, db: AsyncSession, user_id: str, tokens: TokenSet) -> UpworkConnection:
-        """Put the token pair on the user's connection (in the caller's transaction)."""
+    token: str
+    tenant_id: str | None
+
+    def __repr__(self) -> str:
+        return f"AccessGrant(tenant_id={self.tenant_id!r})"
+
+
+@dataclass(frozen=True)
+class VaultPolicy:
+    refresh_margin: timedelta = timedelta(minutes=5)
+    lease: timedelta = timedelta(seconds=30)
+
+
+class TokenVault:
+    def __init__(
+        self, keyring: KeyRing, db: Database, oauth: UpworkOAuthClient, policy: VaultPolicy
+    ) -> None:
+        self._keyring = keyring
+        self._db = db
+        self._oauth = oauth
+        self.policy = policy
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self.owner = f"{socket.gethostname()[:24]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+    # ----- storing and opening -----------------------------------------------------------
+
+    async def store(
+        self,
+        db: AsyncSession,
+        user_id: str,
+        tokens: TokenSet,
+        *,
+        organization_id: str | None = None,
+        refreshed: bool = False,
+    ) -> None:
+        """Put a token pair on the user's connection (in the caller's transaction); an
+        upsert, so two sign-ins of one user racing each other both land."""
         access = self._keyring.encrypt(tokens.access_token, aad=_aad(user_id, "access"))
         refresh = (
             self._keyring.encrypt(tokens.refresh_token, aad=_aad(user_id, "refresh"))
@@ -46,7 +107,7 @@ class TokenVault:
             else None
         )
         now = utcnow()
-        values = {
+        values: dict[str, Any] = {
             "access_token_kid": access.key_id,
             "access_token_ct": access.ciphertext,
             "refresh_token_kid": refresh.key_id if refresh else None,
@@ -55,16 +116,16 @@ class TokenVault:
             "scope": tokens.scope,
             "access_expires_at": tokens.access_expires_at,
             "refresh_expires_at": tokens.refresh_expires_at,
-            "status": "active",
+            "status": ACTIVE,
             "updated_at": now,
         }
-        # An upsert: two sign-ins of one user racing each other both land, last one wins.
+        if organization_id is not None:
+            values["organization_id"] = organization_id
+        if refreshed:
+            values["last_refresh_at"] = now
         insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
         stmt = insert(UpworkConnection).values(user_id=user_id, created_at=now, **values)
         await db.execute(stmt.on_conflict_do_update(index_elements=["user_id"], set_=values))
-        conn = await db.get(UpworkConnection, user_id, populate_existing=True)
-        assert conn is not None
-        return conn
 
     def open(self, conn: UpworkConnection) -> UpworkTokens:
         """Decrypt a connection's tokens, in memory, for immediate use."""
@@ -79,3 +140,146 @@ class TokenVault:
                 aad=_aad(conn.user_id, "refresh"),
             )
         return UpworkTokens(access, refresh, conn.access_expires_at)
+
+    async def connection(self, user_id: str) -> UpworkConnection:
+        async with self._db.session() as db:
+            conn = await db.get(UpworkConnection, user_id)
+        if conn is None:
+            raise UpworkReauthRequired()
+        return conn
+
+    # ----- handing out access tokens -----------------------------------------------------
+
+    async def access_token(
+        self, user_id: str, *, rejected: str | None = None, renew_before: datetime | None = None
+    ) -> AccessGrant:
+        """A valid access token for the user, refreshed first when needed.
+
+        ``rejected``: an access token Upwork just answered 401 to (refresh unless another
+        request already did). ``renew_before``: refresh unless the refresh token lives at
+        least until then (the worker's keep-alive)."""
+        grant = self._usable(await self.connection(user_id), rejected, renew_before)
+        if grant is not None:
+            return grant
+        lock = self._locks.get(user_id)
+        if lock is None:
+            lock = self._locks[user_id] = asyncio.Lock()
+        async with lock:
+            return await self._refresh_single_flight(user_id, rejected, renew_before)
+
+    def _usable(
+        self, conn: UpworkConnection, rejected: str | None, renew_before: datetime | None
+    ) -> AccessGrant | None:
+        if conn.status != ACTIVE:
+            raise UpworkReauthRequired()
+        tokens = self.open(conn)
+        if rejected is not None and tokens.access_token == rejected:
+            return None
+        if renew_before is not None and (
+            conn.refresh_expires_at is not None and conn.refresh_expires_at < renew_before
+        ):
+            return None
+        expires = conn.access_expires_at
+        if expires is not None and expires - utcnow() <= self.policy.refresh_margin:
+            return None
+        # No expiry known (no expires_in from Upwork): long-lived until Upwork says 401.
+        return AccessGrant(tokens.access_token, conn.organization_id)
+
+    async def _refresh_single_flight(
+        self, user_id: str, rejected: str | None, renew_before: datetime | None
+    ) -> AccessGrant:
+        deadline = time.monotonic() + 2 * self.policy.lease.total_seconds()
+        while True:
+            grant = self._usable(await self.connection(user_id), rejected, renew_before)
+            if grant is not None:
+                return grant  # another process refreshed while we waited
+            if await self._take_lease(user_id):
+                try:
+                    return await self._refresh(user_id, rejected, renew_before)
+                finally:
+                    await self._release_lease(user_id)
+            if time.monotonic() > deadline:
+                raise UpworkUnavailable("Refreshing the Upwork connection is taking too long.")
+            await asyncio.sleep(0.05 + random.random() * 0.05)  # noqa: S311
+
+    async def _take_lease(self, user_id: str) -> bool:
+        now = utcnow()
+        async with self._db.write() as db:
+            result = await db.execute(
+                update(UpworkConnection)
+                .where(
+                    UpworkConnection.user_id == user_id,
+                    or_(
+                        UpworkConnection.refresh_lease_until.is_(None),
+                        UpworkConnection.refresh_lease_until < now,
+                    ),
+                )
+                .values(refresh_lease_owner=self.owner, refresh_lease_until=now + self.policy.lease)
+                .execution_options(synchronize_session=False)
+            )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def _release_lease(self, user_id: str) -> None:
+        async with self._db.write() as db:
+            await db.execute(
+                update(UpworkConnection)
+                .where(
+                    UpworkConnection.user_id == user_id,
+                    UpworkConnection.refresh_lease_owner == self.owner,
+                )
+                .values(refresh_lease_owner=None, refresh_lease_until=None)
+                .execution_options(synchronize_session=False)
+            )
+
+    async def _refresh(
+        self, user_id: str, rejected: str | None, renew_before: datetime | None
+    ) -> AccessGrant:
+        """Holding the lease: refresh at Upwork and store the new pair."""
+        conn = await self.connection(user_id)
+        grant = self._usable(conn, rejected, renew_before)
+        if grant is not None:
+            return grant  # refreshed by the previous holder just before we took the lease
+        current = self.open(conn)
+        if not current.refresh_token:
+            raise await self._needs_reauth(user_id, "no_refresh_token")
+        try:
+            tokens = await self._oauth.refresh(current.refresh_token)
+        except UpworkInvalidGrant:
+            latest = await self.connection(user_id)
+            if latest.refresh_token_ct != conn.refresh_token_ct:
+                # A holder whose lease had run out rotated the pair meanwhile: use theirs.
+                grant = self._usable(latest, rejected, renew_before)
+                if grant is not None:
+                    return grant
+            raise await self._needs_reauth(user_id, "invalid_grant") from None
+        except UpworkError as exc:
+            async with self._db.write() as db:
+                await audit.record(
+                    db, audit.UPWORK_REFRESH_FAILED, None, user_id=user_id, reason_code=exc.code
+                )
+            raise
+        async with self._db.write() as db:
+            await self.store(db, user_id, tokens, refreshed=True)
+        log.info(
+            "upwork_token_refreshed",
+            user_id=user_id,
+            rotated=tokens.refresh_token != current.refresh_token,
+            access_expires_at=str(tokens.access_expires_at),
+        )
+        return AccessGrant(tokens.access_token, conn.organization_id)
+
+    async def _needs_reauth(self, user_id: str, reason: str) -> UpworkReauthRequired:
+        """Mark the connection: no more calls to Upwork for this user until they
+        reconnect. Returns the error to raise."""
+        async with self._db.write() as db:
+            await db.execute(
+                update(UpworkConnection)
+                .where(UpworkConnection.user_id == user_id)
+                .values(status=NEEDS_REAUTH, updated_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+            await audit.record(
+                db, audit.UPWORK_REAUTH_REQUIRED, None, user_id=user_id, reason=reason
+            )
+        log.warning("upwork_reauth_required", user_id=user_id, reason=reason)
+        return UpworkReauthRequired()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
@@ -12,7 +12,9 @@ from sqlalchemy import select
 from ..auth.deps import OptionalPrincipalDep, ServicesDep
 from ..auth.errors import REASONS, reason
 from ..db.models import UpworkConnection
+from ..db.types import utcnow
 from ..security.csrf import CSRF_COOKIE
+from ..upwork.vault import ACTIVE
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -21,7 +23,11 @@ router = APIRouter(include_in_schema=False)
 
 @router.get("/", response_class=HTMLResponse)
 async def index(
-    request: Request, svc: ServicesDep, principal: OptionalPrincipalDep, error: str | None = None
+    request: Request,
+    background: BackgroundTasks,
+    svc: ServicesDep,
+    principal: OptionalPrincipalDep,
+    error: str | None = None,
 ) -> Response:
     settings = svc.settings
     message = None
@@ -45,7 +51,13 @@ async def index(
                 select(UpworkConnection).where(UpworkConnection.user_id == principal.user.id)
             )
         ).scalar_one_or_none()
-    return templates.TemplateResponse(
+    stale = principal.user.profile_synced_at is None or (
+        utcnow() - principal.user.profile_synced_at > svc.sync.policy.interval
+    )
+    if stale and connection is not None and connection.status == ACTIVE:
+        # After the page is sent: a stale profile is brought up to date for the next view.
+        background.add_task(svc.sync.sync_if_due, principal.user.id, "stale")
+    response = templates.TemplateResponse(
         request,
         "dashboard.html",
         {
@@ -56,3 +68,5 @@ async def index(
             "error_message": message,
         },
     )
+    response.headers["Cache-Control"] = "no-store"  # personal data: never cached
+    return response

@@ -1,0 +1,66 @@
+"""Rate limits with the `limits` library (in memory; shared storage comes with REDIS_URL).
+
+A budget is one or more limits in `limits` syntax, e.g. ``"8/second;35000/day"``; a hit
+counts against every limit of the budget and is allowed only when all have room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from limits import RateLimitItem, parse_many
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
+
+
+class RateLimitExceeded(Exception):
+    """A client went over one of our limits: 429 with Retry-After."""
+
+    def __init__(self, retry_after: float, message: str = "Too many requests.") -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = max(1, int(retry_after + 0.999))
+
+
+class Budget:
+    def __init__(self, name: str, spec: str, limiter: RateLimiter) -> None:
+        self.name = name
+        self.items: list[RateLimitItem] = parse_many(spec)
+        self._limiter = limiter
+
+    async def hit(self, key: str = "") -> float:
+        """Spend one unit. Returns 0 when allowed, else the seconds until there is room."""
+        return await self._limiter.hit(self, key)
+
+    async def wait(self, key: str = "", max_wait: float = 0.0) -> float:
+        """Spend one unit, waiting up to ``max_wait`` seconds for room. Returns 0 when spent,
+        else the seconds still to wait (the caller answers 429/503 with Retry-After)."""
+        deadline = time.monotonic() + max_wait
+        while True:
+            retry_after = await self.hit(key)
+            if retry_after == 0:
+                return 0.0
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return retry_after
+            await asyncio.sleep(min(retry_after, left, 0.25))
+
+
+class RateLimiter:
+    def __init__(self, storage_uri: str = "async+memory://") -> None:
+        self._storage = storage_from_string(storage_uri)
+        self._strategy = MovingWindowRateLimiter(self._storage)  # type: ignore[arg-type]
+
+    def budget(self, name: str, spec: str) -> Budget:
+        return Budget(name, spec, self)
+
+    async def hit(self, budget: Budget, key: str) -> float:
+        ids = (budget.name, key)
+        for item in budget.items:
+            if not await self._strategy.test(item, *ids):
+                stats = await self._strategy.get_window_stats(item, *ids)
+                return max(0.05, stats.reset_time - time.time())
+        for item in budget.items:
+            await self._strategy.hit(item, *ids)
+        return 0.0

@@ -1,0 +1,84 @@
+"""The background worker: keeps every Upwork connection alive and runs the daily sync.
+
+``upwork-assistant worker`` runs it as its own process; ``WORKER_IN_SERVE=true`` runs the
+same loop inside ``serve``. Several workers may run at once: leases in the database make
+sure each refresh and each sync happens once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import timedelta
+
+import structlog
+from sqlalchemy import select
+
+from ..db.engine import Database
+from ..db.models import UpworkConnection
+from ..db.types import utcnow
+from .errors import UpworkError
+from .sync import ProfileSyncService
+from .vault import ACTIVE, TokenVault
+
+log = structlog.get_logger("upwork_assistant.worker")
+
+
+@dataclass
+class PassResult:
+    renewed: int = 0
+    synced: int = 0
+
+
+class Worker:
+    def __init__(
+        self,
+        db: Database,
+        vault: TokenVault,
+        sync: ProfileSyncService,
+        keepalive_margin: timedelta,
+        interval: float,
+    ) -> None:
+        self._db = db
+        self._vault = vault
+        self._sync = sync
+        self.keepalive_margin = keepalive_margin
+        self.interval = interval
+
+    async def renew_expiring(self) -> int:
+        """Refresh, ahead of time, every connection whose refresh token would die within
+        the margin: an idle user never has to reconnect."""
+        renew_before = utcnow() + self.keepalive_margin
+        async with self._db.session() as db:
+            rows = await db.execute(
+                select(UpworkConnection.user_id).where(
+                    UpworkConnection.status == ACTIVE,
+                    UpworkConnection.refresh_expires_at.is_not(None),
+                    UpworkConnection.refresh_expires_at < renew_before,
+                )
+            )
+            user_ids = [r[0] for r in rows]
+        renewed = 0
+        for user_id in user_ids:
+            try:
+                await self._vault.access_token(user_id, renew_before=renew_before)
+                renewed += 1
+            except UpworkError as exc:  # recorded by the vault; try again next pass
+                log.warning("keepalive_failed", user_id=user_id, error=exc.code)
+        return renewed
+
+    async def run_once(self) -> PassResult:
+        result = PassResult(renewed=await self.renew_expiring())
+        result.synced = await self._sync.run_scheduled()
+        log.info("worker_pass", renewed=result.renewed, synced=result.synced)
+        return result
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bad pass must not end the worker
+                log.error("worker_pass_failed", error_type=type(exc).__name__)
+            await asyncio.sleep(self.interval)

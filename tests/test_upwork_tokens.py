@@ -1,0 +1,213 @@
+"""The token vault against the sandbox over HTTP: refresh ahead of expiry and after a 401,
+single flight, atomic rotation, re-authorisation."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from .conftest import SANDBOX_USERS, AppFactory, RunningApp
+from .helpers import count, rows
+from .upwork_helpers import (
+    JSON,
+    audit_events,
+    connection_row,
+    expire_access,
+    sign_in,
+    sqlite_time,
+    stored_tokens,
+    sync,
+)
+
+
+def sandbox_refresh(app: RunningApp, refresh_token: str) -> httpx.Response:
+    return httpx.post(
+        f"{app.url}/sandbox/upwork/api/v3/oauth2/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token,
+            "client_id": app.settings.oauth_client_id,
+            "client_secret": app.settings.oauth_client_secret,
+        },
+    )
+
+
+def test_sign_in_stores_organization_and_expiry(running: RunningApp) -> None:
+    browser, user_id = sign_in(running, SANDBOX_USERS["olena"])
+    conn = browser.get("/api/upwork/connection", headers=JSON).json()
+    assert conn["status"] == "connected"
+    assert conn["organization_id"] == "1717171717171717102"
+    assert conn["access_expires_at"] and conn["refresh_expires_at"]
+    assert conn["last_refresh_at"] is None
+    access, refresh = stored_tokens(running, user_id)
+    body = str(conn)
+    assert access not in body and (refresh or "") not in body
+
+
+def test_expired_access_token_refreshes_once_and_rotates(running: RunningApp) -> None:
+    browser, user_id = sign_in(running, SANDBOX_USERS["alex"])
+    before = connection_row(running.db_path, user_id)
+    old_access, old_refresh = stored_tokens(running, user_id)
+    expire_access(running.db_path, user_id)
+
+    r = sync(browser)
+    assert r.status_code == 200, r.text
+    assert r.json()["name"] == "Alex Morgan" and r.json()["last_sync"]["succeeded"]
+    stats = running.sandbox_state.stats
+    assert stats["token_refresh"] == 1
+
+    after = connection_row(running.db_path, user_id)
+    assert after["access_token_ct"] != before["access_token_ct"]
+    assert after["refresh_token_ct"] != before["refresh_token_ct"]
+    assert after["last_refresh_at"] is not None and after["refresh_lease_owner"] is None
+    new_access, new_refresh = stored_tokens(running, user_id)
+    assert new_access != old_access and new_refresh != old_refresh
+    # A second call uses the fresh token: no more refreshes.
+    assert sync(browser).status_code == 200
+    assert running.sandbox_state.stats["token_refresh"] == 1
+
+    # Upwork rotated: the old refresh token is dead there now.
+    assert sandbox_refresh(running, old_refresh or "").json()["error"] == "invalid_grant"
+
+
+def test_non_rotating_refresh_keeps_the_refresh_token(running: RunningApp) -> None:
+    running.faults(rotate_refresh_token=False)
+    browser, user_id = sign_in(running, SANDBOX_USERS["alex"])
+    old_access, old_refresh = stored_tokens(running, user_id)
+    expire_access(running.db_path, user_id)
+    assert sync(browser).status_code == 200
+    new_access, new_refresh = stored_tokens(running, user_id)
+    assert new_access != old_access and new_refresh == old_refresh
+    assert connection_row(running.db_path, user_id)["refresh_expires_at"] is not None
+
+
+def test_no_expires_in_means_long_lived_until_401(running: RunningApp) -> None:
+    running.faults(omit_expires_in=True, access_token_ttl=1)
+    browser, user_id = sign_in(running, SANDBOX_USERS["alex"])
+    assert connection_row(running.db_path, user_id)["access_expires_at"] is None
+    running.faults(access_token_ttl=86400)
+    import time
+
+    time.sleep(1.2)  # the sandbox's access token is now dead; we do not know it
+    graphql_before = running.sandbox_state.stats["graphql_requests"]
+    r = sync(browser)
+    assert r.status_code == 200, r.text
+    stats = running.sandbox_state.stats
+    assert stats["token_refresh"] == 1
+    assert stats["graphql_requests"] - graphql_before == 2  # 401, then success
+
+
+def test_second_401_gives_up(running: RunningApp) -> None:
+    browser, _ = sign_in(running, SANDBOX_USERS["alex"])
+    before = running.sandbox_state.stats["graphql_requests"]
+    running.faults(graphql_status=401)
+    r = sync(browser)
+    assert r.status_code == 502 and r.json()["error"] == "upwork_unauthorized"
+    stats = running.sandbox_state.stats
+    assert stats["token_refresh"] == 1 and stats["graphql_requests"] - before == 2
+
+
+def test_fifty_concurrent_requests_one_refresh(app_factory: AppFactory) -> None:
+    # Our own limits are raised: this test is about the refresh, not about pacing.
+    app = app_factory(profile_sync_rate_limit="1000/minute", upwork_rate_limit="1000/second")
+    browser, user_id = sign_in(app, SANDBOX_USERS["olena"])
+    expire_access(app.db_path, user_id)
+    cookies = dict(browser.client.cookies.items())
+    headers = {**JSON, "X-CSRF-Token": cookies["csrf_token"]}
+
+    def call(_: int) -> int:
+        return httpx.post(
+            f"{app.url}/api/upwork/profile/sync",
+            headers=headers,
+            cookies={"access_token": cookies["access_token"]},
+            timeout=60,
+        ).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(50) as pool:
+        statuses = list(pool.map(call, range(50)))
+    assert statuses == [200] * 50
+    assert app.sandbox_state.stats["token_refresh"] == 1
+    assert count(app.db_path, "profile_syncs") == 51  # sign-in + 50
+
+
+def test_crashed_refresher_lease_times_out(app_factory: AppFactory) -> None:
+    app = app_factory(upwork_refresh_lease_seconds=1.0)
+    browser, user_id = sign_in(app, SANDBOX_USERS["alex"])
+    expire_access(app.db_path, user_id)
+    until = sqlite_time(datetime.now(UTC) + timedelta(seconds=1))
+    rows(
+        app.db_path,
+        "UPDATE upwork_connections SET refresh_lease_owner='dead-process', "
+        "refresh_lease_until=? WHERE user_id=?",
+        until,
+        user_id,
+    )
+    r = sync(browser)
+    assert r.status_code == 200, r.text
+    assert app.sandbox_state.stats["token_refresh"] == 1
+    assert connection_row(app.db_path, user_id)["refresh_lease_owner"] is None
+
+
+@pytest.mark.parametrize("how", ["expired", "revoked"])
+def test_dead_refresh_token_needs_reauth_then_reconnect(running: RunningApp, how: str) -> None:
+    browser, user_id = sign_in(running, SANDBOX_USERS["olena"])
+    _, refresh = stored_tokens(running, user_id)
+    grant = running.sandbox_state.refresh_tokens[refresh]
+    if how == "expired":
+        grant.expires_at = 0.0
+    else:
+        grant.revoked = True
+    expire_access(running.db_path, user_id)
+
+    r = sync(browser)
+    assert r.status_code == 409 and r.json()["error"] == "upwork_reauth_required"
+    assert "Reconnect" in r.json()["message"]
+    conn = browser.get("/api/upwork/connection", headers=JSON).json()
+    assert conn["status"] == "needs_reauth"
+    assert audit_events(running.db_path, "upwork.reauth_required")[-1]["reason"] == "invalid_grant"
+
+    # No further calls to Upwork for this user.
+    stats_before = dict(running.sandbox_state.stats)
+    assert sync(browser).status_code == 409
+    assert dict(running.sandbox_state.stats) == stats_before
+
+    page = browser.get("/").text
+    assert "Reconnect Upwork" in page and "Needs reconnecting" in page
+
+    # Reconnect: the sign-in flow again restores the connection on the same account.
+    browser.sign_in(SANDBOX_USERS["olena"])
+    assert browser.get("/api/upwork/connection", headers=JSON).json()["status"] == "connected"
+    assert browser.get("/api/auth/me", headers=JSON).json()["id"] == user_id
+    assert count(running.db_path, "users") == 1
+    assert sync(browser).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("faults", "code", "status"),
+    [
+        ({"token_status": 500}, "token_exchange_failed", 502),
+        ({"token_non_json": True}, "token_exchange_failed", 502),
+        ({"token_delay": 2.0}, "upwork_unavailable", 503),
+    ],
+)
+def test_failed_refresh_keeps_the_working_pair(
+    app_factory: AppFactory, faults: dict[str, object], code: str, status: int
+) -> None:
+    app = app_factory(upwork_http_timeout=0.5)
+    browser, user_id = sign_in(app, SANDBOX_USERS["alex"])
+    before = connection_row(app.db_path, user_id)
+    expire_access(app.db_path, user_id)
+    app.faults(**faults)
+    r = sync(browser)
+    assert r.status_code == status and r.json()["error"] == code
+    after = connection_row(app.db_path, user_id)
+    assert after["access_token_ct"] == before["access_token_ct"]
+    assert after["refresh_token_ct"] == before["refresh_token_ct"]
+    assert after["status"] == "active" and after["refresh_lease_owner"] is None
+    assert audit_events(app.db_path, "upwork.refresh_failed")[-1]["reason_code"] == code
+    # Upwork recovers: the same pair refreshes fine.
+    httpx.delete(f"{app.url}/sandbox/upwork/_sandbox/faults")
+    assert sync(browser).status_code == 200

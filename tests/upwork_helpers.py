@@ -1,0 +1,98 @@
+"""Helpers for the Upwork service tests."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from upwork_assistant.security.keys import KeyRing, Sealed
+
+from .conftest import RunningApp
+from .helpers import Browser, rows
+
+JSON = {"Accept": "application/json"}
+
+
+def sqlite_time(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def sign_in(app: RunningApp, upwork_id: str) -> tuple[Browser, str]:
+    browser = app.browser()
+    assert browser.sign_in(upwork_id).headers["location"] == "/"
+    me = browser.get("/api/auth/me", headers=JSON).json()
+    return browser, me["id"]
+
+
+def csrf_headers(browser: Browser) -> dict[str, str]:
+    return {**JSON, "X-CSRF-Token": browser.client.cookies["csrf_token"]}
+
+
+def sync(browser: Browser) -> httpx.Response:
+    return browser.post("/api/upwork/profile/sync", headers=csrf_headers(browser))
+
+
+def expire_access(db_path: Path, user_id: str) -> None:
+    past = sqlite_time(datetime.now(UTC) - timedelta(minutes=1))
+    rows(
+        db_path, "UPDATE upwork_connections SET access_expires_at=? WHERE user_id=?", past, user_id
+    )
+
+
+def connection_row(db_path: Path, user_id: str) -> dict[str, Any]:
+    names = [
+        "access_token_kid",
+        "access_token_ct",
+        "refresh_token_kid",
+        "refresh_token_ct",
+        "status",
+        "access_expires_at",
+        "refresh_expires_at",
+        "last_refresh_at",
+        "refresh_lease_owner",
+        "refresh_lease_until",
+        "organization_id",
+    ]
+    values = rows(
+        db_path,
+        f"SELECT {', '.join(names)} FROM upwork_connections "  # noqa: S608
+        "WHERE user_id=?",
+        user_id,
+    )[0]
+    return dict(zip(names, values, strict=True))
+
+
+def stored_tokens(app: RunningApp, user_id: str) -> tuple[str, str | None]:
+    conn = connection_row(app.db_path, user_id)
+    ring = KeyRing(app.settings.secrets.token_encryption_keys)
+    access = ring.decrypt(
+        Sealed(conn["access_token_kid"], conn["access_token_ct"]),
+        aad=f"upwork-token:{user_id}:access",
+    )
+    refresh = None
+    if conn["refresh_token_ct"]:
+        refresh = ring.decrypt(
+            Sealed(conn["refresh_token_kid"], conn["refresh_token_ct"]),
+            aad=f"upwork-token:{user_id}:refresh",
+        )
+    return access, refresh
+
+
+def audit_events(db_path: Path, event_type: str) -> list[dict[str, Any]]:
+    return [
+        json.loads(r[0])
+        for r in rows(db_path, "SELECT details FROM audit_events WHERE event_type=?", event_type)
+    ]
+
+
+def wait_until(predicate: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
