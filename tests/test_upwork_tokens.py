@@ -4,6 +4,7 @@ single flight, atomic rotation, re-authorisation."""
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -47,7 +48,10 @@ def test_sign_in_stores_organization_and_expiry(running: RunningApp) -> None:
     assert access not in body and (refresh or "") not in body
 
 
-def test_expired_access_token_refreshes_once_and_rotates(running: RunningApp) -> None:
+def test_expired_access_token_refreshes_once_and_rotates(
+    running: RunningApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     browser, user_id = sign_in(running, SANDBOX_USERS["alex"])
     before = connection_row(running.db_path, user_id)
     old_access, old_refresh = stored_tokens(running, user_id)
@@ -68,6 +72,11 @@ def test_expired_access_token_refreshes_once_and_rotates(running: RunningApp) ->
     # A second call uses the fresh token: no more refreshes.
     assert sync(browser).status_code == 200
     assert running.sandbox_state.stats["token_refresh"] == 1
+
+    # Tokens never reach a log line, old or new.
+    for token in (old_access, old_refresh, new_access, new_refresh):
+        assert token and token not in caplog.text
+    assert "upwork_token_refreshed" in caplog.text
 
     # Upwork rotated: the old refresh token is dead there now.
     assert sandbox_refresh(running, old_refresh or "").json()["error"] == "invalid_grant"
