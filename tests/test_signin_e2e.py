@@ -227,10 +227,11 @@ def test_refresh_rotates_and_needs_csrf(running: RunningApp) -> None:
     hashes = rows(running.db_path, "SELECT refresh_token_hash FROM sessions")
     assert old_refresh not in str(hashes) and new_refresh not in str(hashes)
 
-    # The rotated-away token no longer works.
+    # The rotated-away token no longer works from another client (see test_sessions.py
+    # for the grace window and reuse detection).
     stale = httpx.post(
         f"{running.url}/api/auth/refresh",
-        headers={"X-CSRF-Token": csrf},
+        headers={"X-CSRF-Token": csrf, "User-Agent": "another-client/1.0"},
         cookies={"refresh_token": old_refresh},
     )
     assert stale.status_code == 401 and stale.json()["error"] == "session_expired"

@@ -20,7 +20,9 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
+from .auth.account_routes import router as account_router
 from .auth.errors import AuthError
+from .auth.mfa import MfaLocked
 from .auth.routes import error_response
 from .auth.routes import router as auth_router
 from .config import SANDBOX_CLIENT_ID, SANDBOX_PREFIX, Settings, get_settings
@@ -95,7 +97,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(AuthError)
     async def auth_error(request: Request, exc: AuthError) -> Response:
-        return error_response(request, exc)
+        response = error_response(request, exc)
+        if isinstance(exc, MfaLocked):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.exception_handler(UpworkError)
     async def upwork_error(_request: Request, exc: UpworkError) -> Response:
@@ -147,6 +152,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"status": "ok", "database": "ok"})
 
     app.include_router(auth_router)
+    app.include_router(account_router)
     app.include_router(upwork_router)
     app.include_router(web_router)
     app.mount(

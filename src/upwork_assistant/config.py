@@ -87,6 +87,9 @@ class Settings(BaseSettings):
 
     access_token_ttl_seconds: int = Field(default=900, ge=30, le=86400)
     session_ttl_days: int = Field(default=30, ge=1, le=365)
+    #: How long a just-rotated refresh token still gives the same new pair to the same
+    #: client racing itself (RFC 9700 4.14); outside it, reuse revokes the session.
+    refresh_grace_seconds: float = Field(default=5.0, ge=0, le=60)
     oauth_flow_ttl_seconds: int = Field(default=600, ge=30, le=3600)
 
     log_level: str = "INFO"

@@ -8,6 +8,7 @@ from datetime import timedelta
 import httpx
 
 from .auth.flow import FlowStore
+from .auth.mfa import MfaPolicy, MfaService
 from .auth.sessions import SessionService
 from .auth.tokens import JWTIssuer
 from .config import Settings
@@ -31,6 +32,7 @@ class Services:
     jwt: JWTIssuer
     csrf: CsrfGuard
     sessions: SessionService
+    mfa: MfaService
     flows: FlowStore
     http: httpx.AsyncClient
     oauth: UpworkOAuthClient
@@ -78,6 +80,12 @@ class Services:
             ),
         )
         upwork = UpworkAPI(vault, graphql)
+        jwt = JWTIssuer(
+            keys.jwt_signing_key,
+            issuer=s.jwt_issuer,
+            audience=s.jwt_audience,
+            ttl_seconds=s.access_token_ttl_seconds,
+        )
         sync = ProfileSyncService(
             db,
             upwork,
@@ -90,14 +98,12 @@ class Services:
             settings=s,
             db=db,
             keyring=keyring,
-            jwt=JWTIssuer(
-                keys.jwt_signing_key,
-                issuer=s.jwt_issuer,
-                audience=s.jwt_audience,
-                ttl_seconds=s.access_token_ttl_seconds,
-            ),
+            jwt=jwt,
             csrf=CsrfGuard(keys.csrf),
-            sessions=SessionService(keys.token_hash, s.session_ttl_days),
+            sessions=SessionService(
+                keys.token_hash, s.session_ttl_days, keyring, jwt, s.refresh_grace_seconds
+            ),
+            mfa=MfaService(db, keyring, keys.mfa_cookie, MfaPolicy()),
             flows=FlowStore(keys.flow_cookie, s.oauth_flow_ttl_seconds),
             http=http,
             oauth=oauth,

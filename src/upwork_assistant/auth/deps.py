@@ -9,10 +9,12 @@ import jwt
 from fastapi import Depends, Request
 
 from ..db.models import User, UserSession
+from ..db.types import utcnow
 from ..security.audit import RequestMeta
 from ..security.csrf import CSRF_FORM_FIELD, CSRF_HEADER, UNSAFE_METHODS
 from ..services import Services
 from .errors import AuthError
+from .sessions import TOUCH_EVERY
 
 ACCESS_COOKIE = "access_token"
 REFRESH_COOKIE = "refresh_token"
@@ -73,6 +75,9 @@ async def authenticate(request: Request, svc: Services) -> Principal | None:
     if found is None:
         return None
     session, user = found
+    if utcnow() - session.last_seen_at >= TOUCH_EVERY:
+        async with svc.db.write() as db:
+            await svc.sessions.touch(db, session, request_meta(request))
     if (
         via_cookie
         and request.method in UNSAFE_METHODS

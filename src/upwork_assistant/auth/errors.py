@@ -56,6 +56,32 @@ REASONS: dict[str, Reason] = {
     ),
     "not_authenticated": Reason(401, "Please sign in."),
     "session_expired": Reason(401, "Your session has ended. Please sign in again."),
+    "mfa_code_format": Reason(
+        400,
+        "Enter the 6-digit code from your authenticator app, or one of your backup "
+        "codes (10 letters and digits).",
+    ),
+    "mfa_invalid_code": Reason(
+        400, "That code is not right. Check your authenticator app and try again."
+    ),
+    "mfa_code_reused": Reason(
+        400, "That code has already been used. Wait for the next code in your app."
+    ),
+    "mfa_locked": Reason(
+        429, "Too many wrong codes. Two-factor sign-in is locked for 15 minutes; try again later."
+    ),
+    "mfa_challenge_missing": Reason(
+        400, f"There is no sign-in waiting for a code in this browser. {START_AGAIN}"
+    ),
+    "mfa_challenge_expired": Reason(
+        400, f"The sign-in waited too long for its code, or had too many wrong codes. {START_AGAIN}"
+    ),
+    "mfa_already_enabled": Reason(409, "Two-factor sign-in is already on."),
+    "mfa_not_enabled": Reason(409, "Two-factor sign-in is not on."),
+    "mfa_setup_missing": Reason(
+        409, "Start setting up two-factor sign-in first (scan a new QR code)."
+    ),
+    "session_not_found": Reason(404, "No such active session of yours."),
     "csrf_failed": Reason(
         403, "This request lacked a valid CSRF token. Reload the page and try again."
     ),

@@ -23,10 +23,14 @@ from .deps import (
 )
 from .errors import AuthError
 from .flow import COOKIE_PATH, COOKIE_PREFIX
-from .signin import complete_sign_in, record_failure
+from .mfa import MfaLocked
+from .signin import complete_sign_in, record_failure, start_session
 
 router = APIRouter()
 REFRESH_PATH = "/api/auth"
+MFA_COOKIE = "mfa_challenge"
+#: MFA errors after which the /mfa page can simply take another code.
+MFA_RETRYABLE = frozenset({"mfa_invalid_code", "mfa_code_format", "mfa_code_reused", "mfa_locked"})
 
 
 def user_json(user: User) -> dict[str, Any]:
@@ -73,10 +77,15 @@ def set_session_cookies(
 
 
 def signed_in_response(
-    svc: Services, user: User, session: UserSession, refresh_token: str, **extra: Any
+    svc: Services,
+    user: User,
+    session: UserSession,
+    refresh_token: str,
+    access_token: str | None = None,
+    **extra: Any,
 ) -> JSONResponse:
     """JSON for an API client: the user and a Bearer access token, plus the cookies."""
-    access, _ = svc.jwt.issue(user.id, session.id)
+    access = access_token or svc.jwt.issue(user.id, session.id)[0]
     response = JSONResponse(
         {
             "user": user_json(user),
@@ -153,11 +162,26 @@ async def callback(
         await record_failure(svc, exc.code, meta, exc.detail)
         response = error_response(request, exc)
     else:
-        if is_browser(request):
+        if result.mfa_challenge is not None:
+            response = (
+                RedirectResponse("/mfa", status_code=303)
+                if is_browser(request)
+                else JSONResponse({"mfa_required": True, "created": result.created})
+            )
+            response.set_cookie(
+                MFA_COOKIE,
+                result.mfa_challenge,
+                path="/",
+                max_age=int(svc.mfa.policy.challenge_ttl.total_seconds()),
+                **_private_cookie(svc),
+            )
+        elif is_browser(request):
+            assert result.session is not None and result.refresh_token is not None
             response = RedirectResponse("/", status_code=303)
             access, _ = svc.jwt.issue(result.user.id, result.session.id)
             set_session_cookies(response, svc, result.session, access, result.refresh_token)
         else:
+            assert result.session is not None and result.refresh_token is not None
             response = signed_in_response(
                 svc, result.user, result.session, result.refresh_token, created=result.created
             )
@@ -175,27 +199,96 @@ async def me(principal: PrincipalDep) -> dict[str, Any]:
 @router.post("/api/auth/refresh", tags=["auth"])
 async def refresh(request: Request, svc: ServicesDep, meta: MetaDep) -> Response:
     """Rotate the refresh token (cookie ``refresh_token``) and issue a new access token.
-    Needs the session's ``X-CSRF-Token``."""
+    Needs the session's ``X-CSRF-Token``. A refresh token that was already rotated away
+    revokes the whole session (401), except within the short grace window for the same
+    client, which receives the same new pair again."""
     token = request.cookies.get(REFRESH_COOKIE)
     if not token:
         raise AuthError("not_authenticated")
+    csrf = await presented_csrf(request)
     async with svc.db.write() as db:
-        found = await svc.sessions.find_by_refresh_token(db, token)
-        new = None
-        if found is not None:
-            session, user = found
-            if not svc.csrf.valid(session.id, await presented_csrf(request)):
-                raise AuthError("csrf_failed")
-            new = await svc.sessions.rotate(db, session, token, meta)
-        if new is None:
+        outcome = await svc.sessions.refresh(
+            db, token, meta, authorised=lambda session: svc.csrf.valid(session.id, csrf)
+        )
+        if outcome.kind == "reused":
+            assert outcome.session is not None
             await audit.record(
-                db, audit.SESSION_REFRESH_REJECTED, meta, session_id=found[0].id if found else None
+                db,
+                audit.SESSION_REFRESH_REUSE,
+                meta,
+                user_id=outcome.session.user_id,
+                session_id=outcome.session.id,
             )
-    if found is None or new is None:
-        response = error_response(request, AuthError("session_expired"))
-        clear_session_cookies(response, svc)
+        elif outcome.kind == "invalid":
+            await audit.record(db, audit.SESSION_REFRESH_REJECTED, meta)
+    if outcome.kind == "forbidden":
+        raise AuthError("csrf_failed")
+    if outcome.kind in ("rotated", "grace"):
+        assert outcome.user and outcome.session and outcome.refresh_token
+        return signed_in_response(
+            svc,
+            outcome.user,
+            outcome.session,
+            outcome.refresh_token,
+            access_token=outcome.access_token,
+        )
+    response = error_response(request, AuthError("session_expired"))
+    clear_session_cookies(response, svc)
+    return response
+
+
+@router.post("/api/auth/mfa", tags=["auth"])
+async def mfa(request: Request, svc: ServicesDep, meta: MetaDep) -> Response:
+    """Finish a sign-in that waits for its second factor: ``{"code"}`` (JSON or form) with a
+    TOTP code or a backup code, from the browser that holds the challenge cookie."""
+    browser = is_browser(request)
+    try:
+        code = await _code_from(request)
+        challenge = await svc.mfa.challenge(request.cookies.get(MFA_COOKIE))
+        method = await svc.mfa.verify(challenge.user_id, code, meta, challenge.id)
+        async with svc.db.write() as db:
+            if not await svc.mfa.consume(db, challenge.id):
+                raise AuthError("mfa_challenge_missing")
+            user = await db.get(User, challenge.user_id)
+            assert user is not None
+            session, refresh_token = await start_session(
+                svc, db, user, meta, method=f"upwork+{method}"
+            )
+    except AuthError as exc:
+        if browser:
+            target = "/mfa" if exc.code in MFA_RETRYABLE else "/"
+            response: Response = RedirectResponse(f"{target}?error={exc.code}", 303)
+        else:
+            response = JSONResponse(
+                {"error": exc.code, "message": exc.message}, status_code=exc.status
+            )
+        if isinstance(exc, MfaLocked):
+            response.headers["Retry-After"] = str(exc.retry_after)
         return response
-    return signed_in_response(svc, user, session, new)
+    if browser:
+        response = RedirectResponse("/", status_code=303)
+        access, _ = svc.jwt.issue(user.id, session.id)
+        set_session_cookies(response, svc, session, access, refresh_token)
+    else:
+        response = signed_in_response(svc, user, session, refresh_token)
+    response.delete_cookie(MFA_COOKIE, path="/", **_private_cookie(svc))
+    return response
+
+
+async def _code_from(request: Request) -> str:
+    """The ``code`` of a JSON body or an HTML form."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("application/json"):
+        try:
+            body = await request.json()
+        except ValueError:
+            raise AuthError("mfa_code_format") from None
+        code = body.get("code") if isinstance(body, dict) else None
+    else:
+        code = (await request.form()).get("code")
+    if not isinstance(code, str) or len(code) > 64:
+        raise AuthError("mfa_code_format")
+    return code
 
 
 @router.post("/api/auth/logout", tags=["auth"])
@@ -205,7 +298,7 @@ async def logout(
     """Sign out: revoke this session and clear the cookies."""
     if principal is not None:
         async with svc.db.write() as db:
-            if await svc.sessions.revoke(db, principal.session.id):
+            if await svc.sessions.revoke(db, principal.session.id, principal.user.id, "logout"):
                 await audit.record(
                     db,
                     audit.SESSION_REVOKED,

@@ -24,10 +24,13 @@ from .errors import AuthError
 
 @dataclass
 class SignInResult:
+    """A finished sign-in: a session, or (MFA on) a challenge waiting for the code."""
+
     user: User
-    session: UserSession
-    refresh_token: str
     created: bool
+    session: UserSession | None = None
+    refresh_token: str | None = None
+    mfa_challenge: str | None = None  # the cookie value of the pending challenge
 
     def __repr__(self) -> str:
         return f"SignInResult(user={self.user.id!r}, created={self.created!r})"
@@ -51,23 +54,31 @@ async def complete_sign_in(
         user, created, changed = await _upsert_user(db, profile)
         await svc.vault.store(db, user.id, tokens, organization_id=organization_id(data))
         db.add(ProfileSync(user_id=user.id, trigger="signin", succeeded=True, changed=changed))
-        session, refresh = await svc.sessions.create(db, user.id, meta)
         if created:
             await audit.record(
                 db, audit.ACCOUNT_CREATED, meta, user_id=user.id, upwork_id=user.upwork_id
             )
         else:
             await record_profile_change(db, user, changed, "signin", meta)
-        await audit.record(db, audit.SESSION_CREATED, meta, user_id=user.id, session_id=session.id)
-        await audit.record(
-            db,
-            audit.SIGNIN_SUCCEEDED,
-            meta,
-            user_id=user.id,
-            session_id=session.id,
-            new_account=created,
-        )
-    return SignInResult(user, session, refresh, created)
+        if user.mfa_enabled:
+            # Upwork's tokens are good and kept, but no session until the code is given.
+            challenge = await svc.mfa.create_challenge(db, user.id)
+            await audit.record(db, audit.SIGNIN_MFA_REQUIRED, meta, user_id=user.id)
+            return SignInResult(user, created, mfa_challenge=challenge)
+        session, refresh = await start_session(svc, db, user, meta, method="upwork")
+    return SignInResult(user, created, session, refresh)
+
+
+async def start_session(
+    svc: Services, db: AsyncSession, user: User, meta: RequestMeta, method: str
+) -> tuple[UserSession, str]:
+    """Create the session that ends a successful sign-in (in the caller's transaction)."""
+    session, refresh = await svc.sessions.create(db, user.id, meta)
+    await audit.record(db, audit.SESSION_CREATED, meta, user_id=user.id, session_id=session.id)
+    await audit.record(
+        db, audit.SIGNIN_SUCCEEDED, meta, user_id=user.id, session_id=session.id, method=method
+    )
+    return session, refresh
 
 
 async def _upsert_user(db: AsyncSession, profile: UpworkProfile) -> tuple[User, bool, list[str]]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     ForeignKey,
     Index,
@@ -55,6 +56,15 @@ class User(Base):
     profile_synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Lease for the scheduled sync: while in the future, no other worker syncs this user.
     sync_claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: TOTP secret (encrypted like the Upwork tokens) once MFA is on; the pending one
+    #: between setup and the first confirmed code.
+    mfa_secret_kid: Mapped[str | None] = mapped_column(String(32))
+    mfa_secret_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    mfa_pending_kid: Mapped[str | None] = mapped_column(String(32))
+    mfa_pending_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    #: The last TOTP time step accepted: a code is good once only.
+    mfa_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    mfa_enabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     connection: Mapped[UpworkConnection | None] = relationship(
         back_populates="user", uselist=False, lazy="raise"
@@ -120,8 +130,61 @@ class UserSession(Base):
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_reason: Mapped[str | None] = mapped_column(String(32))
     ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(512))
+    #: When the refresh token was last rotated, and the pair it gave (encrypted), which
+    #: the same client racing itself may receive again within the grace window.
+    rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    grace_kid: Mapped[str | None] = mapped_column(String(32))
+    grace_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class RotatedRefreshToken(Base):
+    """Hashes of refresh tokens already rotated away: presenting one again means theft."""
+
+    __tablename__ = "rotated_refresh_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[str] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), index=True
+    )
+    rotated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MfaChallenge(Base):
+    """A sign-in waiting for its second factor; the browser holds a signed opaque id."""
+
+    __tablename__ = "mfa_challenges"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class MfaBackupCode(Base):
+    """One single-use backup code, kept only as an argon2 hash."""
+
+    __tablename__ = "mfa_backup_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class MfaFailure(Base):
+    """A wrong MFA code; more than the limit within the window locks MFA for the user."""
+
+    __tablename__ = "mfa_failures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class OAuthFlow(Base):
@@ -158,3 +221,4 @@ class AuditEvent(Base):
 
 Index("ix_sessions_user_active", UserSession.user_id, UserSession.revoked_at)
 Index("ix_profile_syncs_user_started", ProfileSync.user_id, ProfileSync.started_at)
+Index("ix_mfa_failures_user_time", MfaFailure.user_id, MfaFailure.created_at)

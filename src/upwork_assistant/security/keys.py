@@ -90,6 +90,7 @@ class DerivedKeys:
         self.csrf = self._derive(b"csrf-token")
         self.flow_cookie = self._derive(b"oauth-flow-cookie")
         self.token_hash = self._derive(b"refresh-token-hash")
+        self.mfa_cookie = self._derive(b"mfa-challenge-cookie")
         self.jwt_signing_key = Ed25519PrivateKey.from_private_bytes(
             self._derive(b"jwt-ed25519-signing-key")
         )

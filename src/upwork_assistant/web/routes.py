@@ -1,16 +1,19 @@
-"""Pages: the sign-in page and, once signed in, the dashboard."""
+"""Pages: sign-in, the MFA step, the dashboard and the security settings."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, BackgroundTasks, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi import APIRouter, BackgroundTasks, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
-from ..auth.deps import OptionalPrincipalDep, ServicesDep
-from ..auth.errors import REASONS, reason
+from ..auth.account_routes import revoke_other_sessions, revoke_session
+from ..auth.deps import MetaDep, OptionalPrincipalDep, PrincipalDep, ServicesDep
+from ..auth.errors import REASONS, AuthError, reason
+from ..auth.routes import MFA_COOKIE
+from ..auth.sessions import describe_user_agent
 from ..db.models import UpworkConnection
 from ..db.types import utcnow
 from ..security.csrf import CSRF_COOKIE
@@ -30,9 +33,7 @@ async def index(
     error: str | None = None,
 ) -> Response:
     settings = svc.settings
-    message = None
-    if error:
-        message = reason(error).message if error in REASONS else reason("").message
+    message = _error_message(error)
     if principal is None:
         return templates.TemplateResponse(
             request,
@@ -70,3 +71,170 @@ async def index(
     )
     response.headers["Cache-Control"] = "no-store"  # personal data: never cached
     return response
+
+
+def _error_message(error: str | None) -> str | None:
+    if not error:
+        return None
+    return reason(error).message if error in REASONS else reason("").message
+
+
+NOTICES = {
+    "mfa_disabled": "Two-factor sign-in is off.",
+    "session_revoked": "That session is signed out.",
+    "others_revoked": "All your other sessions are signed out.",
+}
+
+
+@router.get("/mfa", response_class=HTMLResponse)
+async def mfa_page(request: Request, svc: ServicesDep, error: str | None = None) -> Response:
+    """The second step of a sign-in with MFA on."""
+    try:
+        await svc.mfa.challenge(request.cookies.get(MFA_COOKIE))
+    except AuthError as exc:
+        return RedirectResponse(f"/?error={exc.code}", status_code=303)
+    response = templates.TemplateResponse(
+        request,
+        "mfa.html",
+        {
+            "sandbox_mode": svc.settings.sandbox_mode,
+            "error_message": _error_message(error),
+        },
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+async def _security_page(
+    request: Request, svc: ServicesDep, principal: PrincipalDep, **extra: object
+) -> Response:
+    async with svc.db.session() as db:
+        sessions = await svc.sessions.list_active(db, principal.user.id)
+    context = {
+        "sandbox_mode": svc.settings.sandbox_mode,
+        "user": principal.user,
+        "csrf_token": svc.csrf.token_for(principal.session.id),
+        "sessions": [
+            {
+                "row": s,
+                "device": describe_user_agent(s.user_agent),
+                "current": s.id == principal.session.id,
+            }
+            for s in sessions
+        ],
+        "backup_codes_left": await svc.mfa.backup_codes_left(principal.user.id)
+        if principal.user.mfa_enabled
+        else 0,
+        "error_message": None,
+        "notice": None,
+        "setup": None,
+        "backup_codes": None,
+    }
+    context.update(extra)
+    response = templates.TemplateResponse(request, "security.html", context)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@router.get("/security", response_class=HTMLResponse)
+async def security_page(
+    request: Request,
+    svc: ServicesDep,
+    principal: OptionalPrincipalDep,
+    error: str | None = None,
+    notice: str | None = None,
+) -> Response:
+    if principal is None:
+        return RedirectResponse("/", status_code=303)
+    return await _security_page(
+        request,
+        svc,
+        principal,
+        error_message=_error_message(error),
+        notice=NOTICES.get(notice or ""),
+    )
+
+
+def _back(error: AuthError) -> RedirectResponse:
+    return RedirectResponse(f"/security?error={error.code}", status_code=303)
+
+
+@router.post("/security/mfa/setup", response_class=HTMLResponse)
+async def security_mfa_setup(
+    request: Request, svc: ServicesDep, principal: PrincipalDep
+) -> Response:
+    try:
+        info = await svc.mfa.begin_setup(principal.user.id, principal.user.name)
+    except AuthError as exc:
+        return _back(exc)
+    key = " ".join(info.secret[i : i + 4] for i in range(0, len(info.secret), 4))
+    return await _security_page(request, svc, principal, setup={"qr_svg": info.qr_svg, "key": key})
+
+
+@router.post("/security/mfa/verify", response_class=HTMLResponse)
+async def security_mfa_verify(
+    request: Request,
+    svc: ServicesDep,
+    principal: PrincipalDep,
+    meta: MetaDep,
+    code: str = Form(max_length=64),
+) -> Response:
+    try:
+        codes = await svc.mfa.confirm_setup(principal.user.id, code, meta)
+    except AuthError as exc:
+        return _back(exc)
+    principal.user.mfa_enabled = True
+    return await _security_page(
+        request, svc, principal, backup_codes=codes, notice="Two-factor sign-in is on."
+    )
+
+
+@router.post("/security/mfa/backup-codes", response_class=HTMLResponse)
+async def security_mfa_backup_codes(
+    request: Request,
+    svc: ServicesDep,
+    principal: PrincipalDep,
+    meta: MetaDep,
+    code: str = Form(max_length=64),
+) -> Response:
+    try:
+        codes = await svc.mfa.regenerate_backup_codes(principal.user.id, code, meta)
+    except AuthError as exc:
+        return _back(exc)
+    return await _security_page(
+        request,
+        svc,
+        principal,
+        backup_codes=codes,
+        notice="New backup codes: the old ones no longer work.",
+    )
+
+
+@router.post("/security/mfa/disable")
+async def security_mfa_disable(
+    svc: ServicesDep, principal: PrincipalDep, meta: MetaDep, code: str = Form(max_length=64)
+) -> Response:
+    try:
+        await svc.mfa.disable(principal.user.id, code, meta)
+    except AuthError as exc:
+        return _back(exc)
+    return RedirectResponse("/security?notice=mfa_disabled", status_code=303)
+
+
+@router.post("/security/sessions/{session_id}/revoke")
+async def security_revoke(
+    session_id: str, svc: ServicesDep, principal: PrincipalDep, meta: MetaDep
+) -> Response:
+    if not await revoke_session(svc, principal, session_id, meta):
+        return _back(AuthError("session_not_found"))
+    if session_id == principal.session.id:
+        return RedirectResponse("/", status_code=303)
+    return RedirectResponse("/security?notice=session_revoked", status_code=303)
+
+
+@router.post("/security/sessions/revoke-others")
+async def security_revoke_others(
+    svc: ServicesDep, principal: PrincipalDep, meta: MetaDep
+) -> Response:
+    await revoke_other_sessions(svc, principal, meta)
+    return RedirectResponse("/security?notice=others_revoked", status_code=303)

@@ -19,4 +19,17 @@
       if (response.ok) window.location.reload();
     }).catch(function () { /* stay on the sign-in page */ });
   });
+  // "Copy codes": copy the text of the element named by data-copy.
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("[data-copy]");
+    if (!button || !navigator.clipboard) return;
+    var source = document.getElementById(button.getAttribute("data-copy"));
+    if (!source) return;
+    var lines = Array.prototype.map.call(source.querySelectorAll("li"), function (li) {
+      return li.textContent.trim();
+    });
+    navigator.clipboard.writeText(lines.join("\n")).then(function () {
+      button.textContent = "Copied";
+    });
+  });
 })();

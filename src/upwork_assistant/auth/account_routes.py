@@ -1,0 +1,142 @@
+"""/api/security/*: the signed-in user's sessions and two-factor sign-in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, Field
+
+from ..db.models import UserSession
+from ..security import audit
+from .deps import MetaDep, Principal, PrincipalDep, ServicesDep
+from .errors import AuthError
+from .sessions import describe_user_agent
+
+router = APIRouter(prefix="/api/security", tags=["security"])
+
+
+class CodeBody(BaseModel):
+    code: str = Field(max_length=64, description="A 6-digit TOTP code or a backup code")
+
+
+def session_json(session: UserSession, current_id: str) -> dict[str, Any]:
+    return {
+        "id": session.id,
+        "created_at": session.created_at.isoformat(),
+        "last_seen_at": session.last_seen_at.isoformat(),
+        "expires_at": session.expires_at.isoformat(),
+        "ip": session.ip,
+        "user_agent": session.user_agent,
+        "device": describe_user_agent(session.user_agent),
+        "is_current": session.id == current_id,
+    }
+
+
+@router.get("/sessions")
+async def list_sessions(principal: PrincipalDep, svc: ServicesDep) -> list[dict[str, Any]]:
+    """The user's active sessions; the one making this request has ``is_current``."""
+    async with svc.db.session() as db:
+        sessions = await svc.sessions.list_active(db, principal.user.id)
+    return [session_json(s, principal.session.id) for s in sessions]
+
+
+async def revoke_session(
+    svc: ServicesDep, principal: Principal, session_id: str, meta: MetaDep
+) -> bool:
+    async with svc.db.write() as db:
+        revoked = await svc.sessions.revoke(db, session_id, principal.user.id, "user")
+        if revoked:
+            await audit.record(
+                db,
+                audit.SESSION_REVOKED,
+                meta,
+                user_id=principal.user.id,
+                session_id=session_id,
+                reason="user",
+            )
+    return revoked
+
+
+async def revoke_other_sessions(svc: ServicesDep, principal: Principal, meta: MetaDep) -> int:
+    async with svc.db.write() as db:
+        ids = await svc.sessions.revoke_all(
+            db, principal.user.id, "user_others", keep=principal.session.id
+        )
+        for session_id in ids:
+            await audit.record(
+                db,
+                audit.SESSION_REVOKED,
+                meta,
+                user_id=principal.user.id,
+                session_id=session_id,
+                reason="signed_out_elsewhere",
+            )
+    return len(ids)
+
+
+@router.delete("/sessions/{session_id}", status_code=204)
+async def delete_session(
+    session_id: str, principal: PrincipalDep, svc: ServicesDep, meta: MetaDep
+) -> Response:
+    """Revoke one of your sessions (404 when it is not yours or already over)."""
+    if not await revoke_session(svc, principal, session_id, meta):
+        raise AuthError("session_not_found")
+    return Response(status_code=204)
+
+
+@router.delete("/sessions")
+async def delete_other_sessions(
+    principal: PrincipalDep, svc: ServicesDep, meta: MetaDep
+) -> dict[str, int]:
+    """Revoke every session of yours except this one."""
+    return {"revoked": await revoke_other_sessions(svc, principal, meta)}
+
+
+@router.get("/mfa")
+async def mfa_status(principal: PrincipalDep, svc: ServicesDep) -> dict[str, Any]:
+    return {
+        "enabled": principal.user.mfa_enabled,
+        "enabled_at": principal.user.mfa_enabled_at.isoformat()
+        if principal.user.mfa_enabled_at
+        else None,
+        "backup_codes_left": await svc.mfa.backup_codes_left(principal.user.id)
+        if principal.user.mfa_enabled
+        else 0,
+    }
+
+
+@router.post("/mfa/setup")
+async def mfa_setup(principal: PrincipalDep, svc: ServicesDep) -> dict[str, str]:
+    """Start enabling MFA: a new secret, its otpauth:// URI and a QR code (SVG). Not active
+    until ``/mfa/verify`` gets a code from it."""
+    info = await svc.mfa.begin_setup(principal.user.id, principal.user.name)
+    return {"secret": info.secret, "otpauth_uri": info.otpauth_uri, "qr_svg": info.qr_svg}
+
+
+@router.post("/mfa/verify")
+async def mfa_verify(
+    body: CodeBody, principal: PrincipalDep, svc: ServicesDep, meta: MetaDep
+) -> dict[str, Any]:
+    """Turn MFA on with a code from the new secret. Returns 10 backup codes: shown once."""
+    codes = await svc.mfa.confirm_setup(principal.user.id, body.code, meta)
+    return {"mfa_enabled": True, "backup_codes": codes}
+
+
+@router.post("/mfa/disable")
+async def mfa_disable(
+    body: CodeBody, principal: PrincipalDep, svc: ServicesDep, meta: MetaDep
+) -> dict[str, bool]:
+    """Turn MFA off (needs a TOTP or backup code)."""
+    await svc.mfa.disable(principal.user.id, body.code, meta)
+    return {"mfa_enabled": False}
+
+
+@router.post("/mfa/backup-codes")
+async def mfa_backup_codes(
+    body: CodeBody, principal: PrincipalDep, svc: ServicesDep, meta: MetaDep
+) -> dict[str, list[str]]:
+    """A new set of backup codes; the old ones stop working."""
+    return {
+        "backup_codes": await svc.mfa.regenerate_backup_codes(principal.user.id, body.code, meta)
+    }
