@@ -1,0 +1,339 @@
+"""Two-factor sign-in with real TOTP codes (pyotp) through the sandbox."""
+
+from __future__ import annotations
+
+import re
+import time
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import httpx
+import pyotp
+import pytest
+
+from .conftest import SANDBOX_USERS, RunningApp
+from .helpers import Browser, count, rows
+from .upwork_helpers import JSON, audit_events, csrf_headers, sign_in
+
+
+def code_at(secret: str, steps_ahead: int = 0) -> str:
+    return pyotp.TOTP(secret).at(time.time() + 30 * steps_ahead)
+
+
+def enable_mfa(browser: Browser) -> tuple[str, list[str]]:
+    setup = browser.post("/api/security/mfa/setup", headers=csrf_headers(browser)).json()
+    verify = browser.post(
+        "/api/security/mfa/verify",
+        headers=csrf_headers(browser),
+        json={"code": code_at(setup["secret"])},
+    )
+    assert verify.status_code == 200, verify.text
+    return setup["secret"], verify.json()["backup_codes"]
+
+
+def sign_out(browser: Browser) -> None:
+    browser.post("/api/auth/logout", data={"csrf_token": browser.client.cookies["csrf_token"]})
+    assert "access_token" not in browser.client.cookies
+
+
+def start_mfa_sign_in(browser: Browser, upwork_id: str) -> None:
+    r = browser.sign_in(upwork_id)
+    assert r.status_code == 303 and r.headers["location"] == "/mfa"
+    assert "mfa_challenge" in browser.client.cookies
+    assert "access_token" not in browser.client.cookies
+
+
+def submit(browser: Browser, code: str, *, as_json: bool = False) -> httpx.Response:
+    if as_json:
+        return browser.post("/api/auth/mfa", json={"code": code}, headers=JSON)
+    return browser.post("/api/auth/mfa", data={"code": code})
+
+
+@pytest.fixture
+def mfa_user(running: RunningApp) -> tuple[Browser, str, str, list[str]]:
+    browser, user_id = sign_in(running, SANDBOX_USERS["olena"])
+    secret, backup = enable_mfa(browser)
+    sign_out(browser)
+    return browser, user_id, secret, backup
+
+
+def test_setup_gives_uri_qr_and_is_inactive_until_verified(running: RunningApp) -> None:
+    browser, user_id = sign_in(running, SANDBOX_USERS["olena"])
+    setup = browser.post("/api/security/mfa/setup", headers=csrf_headers(browser)).json()
+    uri = urlsplit(setup["otpauth_uri"])
+    assert uri.scheme == "otpauth" and uri.netloc == "totp"
+    assert unquote(uri.path).endswith("Олена Коваленко")
+    assert parse_qs(uri.query)["issuer"] == ["Upwork Assistant"]
+    assert parse_qs(uri.query)["secret"] == [setup["secret"]]
+    assert setup["qr_svg"].startswith("<svg") and "path" in setup["qr_svg"]
+    assert browser.get("/api/auth/me", headers=JSON).json()["mfa_enabled"] is False
+
+    wrong = browser.post(
+        "/api/security/mfa/verify",
+        headers=csrf_headers(browser),
+        json={"code": "000000" if code_at(setup["secret"]) != "000000" else "111111"},
+    )
+    assert wrong.status_code == 400 and wrong.json()["error"] == "mfa_invalid_code"
+    ok = browser.post(
+        "/api/security/mfa/verify",
+        headers=csrf_headers(browser),
+        json={"code": code_at(setup["secret"])},
+    )
+    codes = ok.json()["backup_codes"]
+    assert len(codes) == 10 and len(set(codes)) == 10
+    assert all(re.fullmatch(r"[a-z2-9]{5}-[a-z2-9]{5}", c) for c in codes)
+    assert browser.get("/api/auth/me", headers=JSON).json()["mfa_enabled"] is True
+    assert audit_events(running.db_path, "mfa.enabled")
+
+    # At rest: the secret encrypted, the backup codes as argon2 hashes only.
+    raw = running.db_path.read_bytes()
+    assert setup["secret"].encode() not in raw
+    assert all(c.replace("-", "").encode() not in raw for c in codes)
+    hashes = rows(
+        running.db_path, "SELECT code_hash FROM mfa_backup_codes WHERE user_id=?", user_id
+    )
+    assert len(hashes) == 10 and all(h[0].startswith("$argon2id$") for h in hashes)
+
+
+def test_full_mfa_sign_in_through_the_sandbox(
+    running: RunningApp, mfa_user: tuple[Browser, str, str, list[str]]
+) -> None:
+    browser, user_id, secret, _ = mfa_user
+    sessions_before = count(running.db_path, "sessions")
+    tokens_before = rows(running.db_path, "SELECT access_token_ct FROM upwork_connections")
+    start_mfa_sign_in(browser, SANDBOX_USERS["olena"])
+    # Upwork's tokens are stored already; our session is not created yet.
+    assert rows(running.db_path, "SELECT access_token_ct FROM upwork_connections") != tokens_before
+    assert count(running.db_path, "sessions") == sessions_before
+    page = browser.get("/mfa")
+    assert page.status_code == 200 and 'name="code"' in page.text
+    assert browser.get("/api/auth/me", headers=JSON).status_code == 401
+
+    done = submit(browser, code_at(secret, 1))  # the next step: the current one was used
+    assert done.status_code == 303 and done.headers["location"] == "/"
+    assert "mfa_challenge" not in browser.client.cookies
+    me = browser.get("/api/auth/me", headers=JSON).json()
+    assert me["id"] == user_id and me["mfa_enabled"] is True
+    assert count(running.db_path, "sessions") == sessions_before + 1
+    events = rows(
+        running.db_path,
+        "SELECT details FROM audit_events "
+        "WHERE event_type='signin.succeeded' ORDER BY id DESC LIMIT 1",
+    )
+    assert "upwork+totp" in events[0][0]
+
+
+def test_mfa_sign_in_for_api_clients(
+    running: RunningApp, mfa_user: tuple[Browser, str, str, list[str]]
+) -> None:
+    browser, _, secret, _ = mfa_user
+    callback = browser.decide(browser.start_sign_in(), SANDBOX_USERS["olena"])
+    r = browser.get(callback, headers=JSON)
+    assert r.json() == {"mfa_required": True, "created": False}
+    done = submit(browser, code_at(secret, 1), as_json=True)
+    assert done.status_code == 200 and done.json()["access_token"]
+
+
+def test_totp_replay_is_refused(
+    running: RunningApp, mfa_user: tuple[Browser, str, str, list[str]]
+) -> None:
+    browser, _, secret, _ = mfa_user
+    start_mfa_sign_in(browser, SANDBOX_USERS["olena"])
+    code = code_at(secret, 1)
+    assert submit(browser, code).headers["location"] == "/"
+    sign_out(browser)
+    start_mfa_sign_in(browser, SANDBOX_USERS["olena"])
+    again = submit(browser, code, as_json=True)
+    assert again.status_code == 400 and again.json()["error"] == "mfa_code_reused"
+    # The page says so too.
+    page = submit(browser, code)
+    assert page.headers["location"] == "/mfa?error=mfa_code_reused"
+    assert "already been used" in browser.get("/mfa?error=mfa_code_reused").text
+
+
+def test_old_step_code_is_refused(
+    running: RunningApp, mfa_user: tuple[Browser, str, str, list[str]]
+) -> None:
+    browser, _, secret, _ = mfa_user
+    start_mfa_sign_in(browser, SANDBOX_USERS["olena"])
+    r = submit(browser, code_at(secret, -3), as_json=True)  # 90 s old: outside the skew
+    if r.status_code != 400 or r.json()["error"] != "mfa_invalid_code":
+        # A collision with a valid step is possible (1 in 10^6 per step): tolerate it.
+        assert code_at(secret, -3) in {code_at(secret, d) for d in (-1, 0, 1)}
+
+
+def test_backup_code_works_once(
+    running: RunningApp, mfa_user: tuple[Browser, str, str, list[str]]
+) -> None:
+    browser, _, _, backup = mfa_user
+    start_mfa_sign_in(browser, SANDBOX_USERS["olena"])
+    assert submit(browser, backup[0].upper().replace("-", " ")).headers["location"] == "/"
+    assert audit_events(running.db_path, "mfa.backup_code_used")
+    left = browser.get("/api/security/mfa", headers=JSON).json()["backup_codes_left"]
+    assert left == 9
+    sign_out(browser)
+    start_mfa_sign_in(browser, SANDBOX_USERS["olena"])
+    again = submit(browser, backup[0], as_json=True)
+    assert again.status_code == 400 and again.json()["error"] == "mfa_invalid_code"
+    assert submit(browser, backup[1]).headers["location"] == "/"
+
+
+def test_lockout_after_five_wrong_codes(
+    running: RunningApp, mfa_user: tuple[Browser, str, str, list[str]]
+) -> None:
+    browser, _, secret, _ = mfa_user
+    start_mfa_sign_in(browser, SANDBOX_USERS["olena"])
+    valid = {code_at(secret, d) for d in (-1, 0, 1, 2)}
+    wrong = [
+        c for c in ("123456", "234567", "345678", "456789", "567890", "678901") if c not in valid
+    ][:5]
+    statuses = [submit(browser, c, as_json=True) for c in wrong]
+    assert [r.status_code for r in statuses[:4]] == [400] * 4
+    assert statuses[4].status_code == 429 and statuses[4].json()["error"] == "mfa_locked"
+    assert "15 minutes" in statuses[4].json()["message"]
+    assert int(statuses[4].headers["retry-after"]) > 0
+    assert len(audit_events(running.db_path, "mfa.locked")) == 1
+
+    # A right code does not help while locked, even in a fresh sign-in.
+    start_mfa_sign_in(browser, SANDBOX_USERS["olena"])
+    locked = submit(browser, code_at(secret, 1), as_json=True)
+    assert locked.status_code == 429 and locked.json()["error"] == "mfa_locked"
+    assert 800 <= int(locked.headers["retry-after"]) <= 901
+    assert len(audit_events(running.db_path, "mfa.locked")) == 1  # once, not per attempt
+
+
+def test_challenge_dies_after_five_failures(
+    running: RunningApp, mfa_user: tuple[Browser, str, str, list[str]]
+) -> None:
+    browser, _, secret, _ = mfa_user
+    start_mfa_sign_in(browser, SANDBOX_USERS["olena"])
+    rows(running.db_path, "UPDATE mfa_challenges SET failures=5")
+    r = submit(browser, code_at(secret, 1), as_json=True)
+    assert r.status_code == 400 and r.json()["error"] == "mfa_challenge_expired"
+
+
+@pytest.mark.parametrize("bad", ["12ab", "", "1234567", "x" * 65, "abcd-efgh-ij"])
+def test_malformed_codes_are_a_clear_400(
+    running: RunningApp, mfa_user: tuple[Browser, str, str, list[str]], bad: str
+) -> None:
+    browser, _, _, _ = mfa_user
+    start_mfa_sign_in(browser, SANDBOX_USERS["olena"])
+    r = submit(browser, bad, as_json=True)
+    assert r.status_code == 400 and r.json()["error"] == "mfa_code_format"
+    assert count(running.db_path, "mfa_failures") == 0  # not counted as a guess
+
+
+def test_bad_bodies(running: RunningApp, mfa_user: tuple[Browser, str, str, list[str]]) -> None:
+    browser, _, _, _ = mfa_user
+    start_mfa_sign_in(browser, SANDBOX_USERS["olena"])
+    for kwargs in (
+        {"content": b"{not json", "headers": {**JSON, "Content-Type": "application/json"}},
+        {"json": {"nope": 1}, "headers": JSON},
+        {"json": ["123456"], "headers": JSON},
+    ):
+        r = browser.post("/api/auth/mfa", **kwargs)  # type: ignore[arg-type]
+        assert r.status_code == 400 and r.json()["error"] == "mfa_code_format"
+
+
+def test_missing_expired_and_tampered_challenge(
+    running: RunningApp, mfa_user: tuple[Browser, str, str, list[str]]
+) -> None:
+    browser, _, secret, _ = mfa_user
+    stranger = running.browser()
+    r = submit(stranger, "123456", as_json=True)
+    assert r.status_code == 400 and r.json()["error"] == "mfa_challenge_missing"
+    page = stranger.get("/mfa")
+    assert page.status_code == 303 and page.headers["location"] == "/?error=mfa_challenge_missing"
+
+    start_mfa_sign_in(browser, SANDBOX_USERS["olena"])
+    value = browser.client.cookies["mfa_challenge"]
+    stranger.client.cookies.set("mfa_challenge", value[:-3] + "abc")
+    assert submit(stranger, code_at(secret, 1), as_json=True).json()["error"] == (
+        "mfa_challenge_missing"
+    )
+
+    rows(running.db_path, "UPDATE mfa_challenges SET expires_at='2000-01-01 00:00:00.000000'")
+    r = submit(browser, code_at(secret, 1), as_json=True)
+    assert r.status_code == 400 and r.json()["error"] == "mfa_challenge_expired"
+    browser_form = submit(browser, code_at(secret, 1))
+    assert browser_form.headers["location"] == "/?error=mfa_challenge_expired"
+
+
+def test_disable_and_regenerate(
+    running: RunningApp, mfa_user: tuple[Browser, str, str, list[str]]
+) -> None:
+    browser, _, secret, backup = mfa_user
+    start_mfa_sign_in(browser, SANDBOX_USERS["olena"])
+    submit(browser, code_at(secret, 1))
+
+    regen = browser.post(
+        "/api/security/mfa/backup-codes", headers=csrf_headers(browser), json={"code": backup[0]}
+    )
+    assert regen.status_code == 200
+    fresh = regen.json()["backup_codes"]
+    assert len(fresh) == 10 and not set(fresh) & set(backup)
+    assert audit_events(running.db_path, "mfa.backup_codes_regenerated")
+    bad = browser.post(
+        "/api/security/mfa/disable", headers=csrf_headers(browser), json={"code": backup[1]}
+    )  # an old code: no longer valid
+    assert bad.status_code == 400 and bad.json()["error"] == "mfa_invalid_code"
+
+    off = browser.post(
+        "/api/security/mfa/disable", headers=csrf_headers(browser), json={"code": fresh[0]}
+    )
+    assert off.status_code == 200 and off.json() == {"mfa_enabled": False}
+    assert audit_events(running.db_path, "mfa.disabled")
+    assert count(running.db_path, "mfa_backup_codes") == 0
+    again = browser.post(
+        "/api/security/mfa/disable", headers=csrf_headers(browser), json={"code": "123456"}
+    )
+    assert again.status_code == 409 and again.json()["error"] == "mfa_not_enabled"
+
+    sign_out(browser)
+    assert browser.sign_in(SANDBOX_USERS["olena"]).headers["location"] == "/"  # no MFA step
+
+
+def test_state_errors(running: RunningApp) -> None:
+    browser, _ = sign_in(running, SANDBOX_USERS["alex"])
+    r = browser.post(
+        "/api/security/mfa/verify", headers=csrf_headers(browser), json={"code": "123456"}
+    )
+    assert r.status_code == 409 and r.json()["error"] == "mfa_setup_missing"
+    enable_mfa(browser)
+    r = browser.post("/api/security/mfa/setup", headers=csrf_headers(browser))
+    assert r.status_code == 409 and r.json()["error"] == "mfa_already_enabled"
+    r = browser.post(
+        "/api/security/mfa/verify", headers=csrf_headers(browser), json={"code": "123456"}
+    )
+    assert r.status_code == 409 and r.json()["error"] == "mfa_already_enabled"
+    r = browser.post("/api/security/mfa/disable", headers=csrf_headers(browser), json={})
+    assert r.status_code == 422 and r.json()["error"] == "invalid_request"
+    r = browser.post("/api/security/mfa/setup", headers=JSON)  # no CSRF token
+    assert r.status_code == 403
+
+
+def test_security_pages_enable_flow(running: RunningApp) -> None:
+    browser, _ = sign_in(running, SANDBOX_USERS["alex"])
+    csrf = browser.client.cookies["csrf_token"]
+    page = browser.get("/security")
+    assert "Set up two-factor sign-in" in page.text and "This device" in page.text
+    setup = browser.post("/security/mfa/setup", data={"csrf_token": csrf})
+    assert setup.status_code == 200 and "<svg" in setup.text
+    key = re.search(r'<code class="key">([A-Z2-7 ]+)</code>', setup.text)
+    assert key
+    secret = key.group(1).replace(" ", "")
+    done = browser.post("/security/mfa/verify", data={"csrf_token": csrf, "code": code_at(secret)})
+    assert done.status_code == 200
+    codes = re.findall(r"<li><code>([a-z2-9]{5}-[a-z2-9]{5})</code></li>", done.text)
+    assert len(codes) == 10
+    assert 'download="upwork-assistant-backup-codes.txt"' in done.text
+    assert "only time they are shown" in done.text
+    # Shown once: the page no longer lists them.
+    later = browser.get("/security").text
+    assert codes[0] not in later and "10 backup codes left" in later
+    wrong = browser.post("/security/mfa/disable", data={"csrf_token": csrf, "code": "abc"})
+    assert wrong.headers["location"] == "/security?error=mfa_code_format"
+    forged = browser.post("/security/mfa/disable", data={"code": codes[0]})
+    assert forged.status_code == 303 and "csrf_failed" in forged.headers["location"]
+    off = browser.post("/security/mfa/disable", data={"csrf_token": csrf, "code": codes[0]})
+    assert off.headers["location"] == "/security?notice=mfa_disabled"
+    assert "Two-factor sign-in is off." in browser.get("/security?notice=mfa_disabled").text
