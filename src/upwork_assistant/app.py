@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
+from .auth.account_routes import account_router as delete_account_router
 from .auth.account_routes import router as account_router
 from .auth.errors import AuthError
 from .auth.mfa import MfaLocked
@@ -30,6 +31,7 @@ from .sandbox import SandboxClient, SandboxConfig, create_sandbox_app
 from .security.headers import SecurityHeadersMiddleware
 from .security.ratelimit import RateLimitExceeded
 from .security.redact import install_access_log_redaction
+from .security.routes import router as security_router
 from .services import Services
 from .upwork.errors import UpworkError
 from .upwork.routes import router as upwork_router
@@ -153,6 +155,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(auth_router)
     app.include_router(account_router)
+    app.include_router(delete_account_router)
+    app.include_router(security_router)
     app.include_router(upwork_router)
     app.include_router(web_router)
     app.mount(

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import typer
 import uvicorn
+from sqlalchemy import select
 
 from .config import ConfigError, get_settings
+from .db.models import User
+from .security import audit
+from .services import Services
 
 app = typer.Typer(help="Upwork Assistant: Sign in with Upwork.", no_args_is_help=True)
 db_app = typer.Typer(help="Database commands.", no_args_is_help=True)
@@ -66,10 +72,7 @@ def worker(
     once: Annotated[bool, typer.Option("--once", help="Run one pass and exit.")] = False,
 ) -> None:
     """Keep Upwork connections alive and run the daily profile sync."""
-    import asyncio
-
     from .app import configure_logging
-    from .services import Services
 
     try:
         settings = get_settings()
@@ -90,6 +93,97 @@ def worker(
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())
+
+
+users_app = typer.Typer(help="User administration.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+audit_app = typer.Typer(help="The security log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+def _run_with_services(work: Callable[[Services], Awaitable[int]]) -> None:
+    """Build the app's services from the environment, run ``work``, exit with its code."""
+    try:
+        services = Services.build(get_settings())
+    except ConfigError as exc:
+        _fail(exc)
+
+    async def run() -> int:
+        try:
+            return await work(services)
+        finally:
+            await services.aclose()
+
+    raise typer.Exit(asyncio.run(run()))
+
+
+def _set_role(upwork_id: str, role: str) -> None:
+    async def work(svc: Services) -> int:
+        async with svc.db.write() as db:
+            user = (
+                await db.execute(select(User).where(User.upwork_id == upwork_id))
+            ).scalar_one_or_none()
+            if user is None:
+                typer.secho(
+                    f"error: no user with Upwork id {upwork_id}", err=True, fg=typer.colors.RED
+                )
+                return 1
+            before, user.role = user.role, role
+            if before != role:
+                await audit.record(
+                    db, audit.USER_ROLE_CHANGED, None, user_id=user.id, role=role, by="command line"
+                )
+        label = "an admin" if role == "admin" else "a user"
+        typer.echo(f"{user.name} ({upwork_id}) is now {label}")
+        return 0
+
+    _run_with_services(work)
+
+
+@users_app.command("promote")
+def promote(upwork_id: Annotated[str, typer.Argument(help="The user's Upwork id.")]) -> None:
+    """Make a user an admin."""
+    _set_role(upwork_id, "admin")
+
+
+@users_app.command("demote")
+def demote(upwork_id: Annotated[str, typer.Argument(help="The user's Upwork id.")]) -> None:
+    """Take admin rights away."""
+    _set_role(upwork_id, "user")
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check the security log's hash chain and signed checkpoints; exit 1 on any problem."""
+
+    async def work(svc: Services) -> int:
+        async with svc.db.session() as db:
+            report = await audit.verify(db, svc.keys.audit_chain, svc.keys.audit_signing_key)
+        extra = f", {report.unchained} older unchained records" if report.unchained else ""
+        typer.echo(f"{report.records} records, {report.checkpoints} checkpoints checked{extra}")
+        for problem in report.problems:
+            typer.secho(f"PROBLEM: {problem}", fg=typer.colors.RED)
+        typer.echo(
+            "OK: no record was edited, inserted or deleted"
+            if report.ok
+            else f"{len(report.problems)} problem(s) found"
+        )
+        return 0 if report.ok else 1
+
+    _run_with_services(work)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint() -> None:
+    """Sign a checkpoint of the security log now (the worker does this every pass)."""
+
+    async def work(svc: Services) -> int:
+        async with svc.db.write() as db:
+            cp = await audit.checkpoint(db, svc.keys.audit_signing_key)
+        typer.echo(f"checkpoint at record {cp.event_id}" if cp else "nothing new to sign")
+        return 0
+
+    _run_with_services(work)
 
 
 @db_app.command("upgrade")

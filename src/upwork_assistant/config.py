@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     #: Also run the worker's loop inside `serve`.
     worker_in_serve: bool = False
 
+    #: Security-log records older than this are pruned by the worker.
+    audit_retention_days: int = Field(default=90, ge=1, le=3650)
+
     access_token_ttl_seconds: int = Field(default=900, ge=30, le=86400)
     session_ttl_days: int = Field(default=30, ge=1, le=365)
     #: How long a just-rotated refresh token still gives the same new pair to the same

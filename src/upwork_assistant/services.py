@@ -13,6 +13,7 @@ from .auth.sessions import SessionService
 from .auth.tokens import JWTIssuer
 from .config import Settings
 from .db.engine import Database
+from .security.audit import CHAIN_KEY
 from .security.csrf import CsrfGuard
 from .security.keys import DerivedKeys, KeyRing
 from .security.ratelimit import Budget, RateLimiter
@@ -43,6 +44,7 @@ class Services:
     worker: Worker
     limiter: RateLimiter
     sync_budget: Budget
+    keys: DerivedKeys
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -55,7 +57,7 @@ class Services:
             headers={"User-Agent": "upwork-assistant"},
             limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
         )
-        db = Database(s.resolved_database_url)
+        db = Database(s.resolved_database_url, session_info={CHAIN_KEY: keys.audit_chain})
         keyring = KeyRing(s.secrets.token_encryption_keys)
         limiter = RateLimiter()
         oauth = UpworkOAuthClient(s, transport)
@@ -117,9 +119,12 @@ class Services:
                 sync,
                 keepalive_margin=timedelta(seconds=s.upwork_keepalive_margin_seconds),
                 interval=s.worker_interval_seconds,
+                audit_signing_key=keys.audit_signing_key,
+                audit_retention_days=s.audit_retention_days,
             ),
             limiter=limiter,
             sync_budget=limiter.budget("profile-sync", s.profile_sync_rate_limit),
+            keys=keys,
         )
 
     async def aclose(self) -> None:

@@ -5,12 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy import delete
 
-from ..db.models import UserSession
+from ..db.models import User, UserSession
 from ..security import audit
+from ..security.keys import mac
 from .deps import MetaDep, Principal, PrincipalDep, ServicesDep
 from .errors import AuthError
+from .routes import clear_session_cookies
 from .sessions import describe_user_agent
 
 router = APIRouter(prefix="/api/security", tags=["security"])
@@ -140,3 +144,43 @@ async def mfa_backup_codes(
     return {
         "backup_codes": await svc.mfa.regenerate_backup_codes(principal.user.id, body.code, meta)
     }
+
+
+account_router = APIRouter(tags=["account"])
+
+
+class DeleteAccountBody(BaseModel):
+    code: str | None = Field(
+        None, max_length=64, description="A current MFA code (required when MFA is on)"
+    )
+
+
+@account_router.delete("/api/account")
+async def delete_account(
+    principal: PrincipalDep,
+    svc: ServicesDep,
+    meta: MetaDep,
+    body: DeleteAccountBody | None = None,
+) -> Response:
+    """Delete your account: Upwork tokens, profile, sessions and MFA data go; the security
+    log keeps only anonymised records. Needs a fresh MFA code when MFA is on. Signing in with
+    Upwork again later creates a new account."""
+    user = principal.user
+    if user.mfa_enabled:
+        if body is None or not body.code:
+            raise AuthError("mfa_code_required")
+        await svc.mfa.verify(user.id, body.code, meta)
+    async with svc.db.write() as db:
+        anonymised = await audit.anonymise_user(db, user.id)
+        await audit.record(
+            db,
+            audit.ACCOUNT_DELETED,
+            None,
+            subject=mac(svc.keys.audit_chain, f"subject:{user.id}")[:16],
+            anonymised_records=anonymised,
+        )
+        # The database cascades to tokens, sessions, MFA data and sync records.
+        await db.execute(delete(User).where(User.id == user.id))
+    response = JSONResponse({"deleted": True})
+    clear_session_cookies(response, svc)
+    return response

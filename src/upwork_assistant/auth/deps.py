@@ -75,6 +75,8 @@ async def authenticate(request: Request, svc: Services) -> Principal | None:
     if found is None:
         return None
     session, user = found
+    if user.blocked_at is not None:
+        return None
     if utcnow() - session.last_seen_at >= TOUCH_EVERY:
         async with svc.db.write() as db:
             await svc.sessions.touch(db, session, request_meta(request))
@@ -101,7 +103,14 @@ async def require_principal(
     return principal
 
 
+async def require_admin(principal: Annotated[Principal, Depends(require_principal)]) -> Principal:
+    if "admin" not in principal.user.roles:
+        raise AuthError("forbidden")
+    return principal
+
+
 ServicesDep = Annotated[Services, Depends(get_services)]
+AdminDep = Annotated[Principal, Depends(require_admin)]
 MetaDep = Annotated[RequestMeta, Depends(request_meta)]
 PrincipalDep = Annotated[Principal, Depends(require_principal)]
 OptionalPrincipalDep = Annotated[Principal | None, Depends(optional_principal)]

@@ -82,6 +82,15 @@ REASONS: dict[str, Reason] = {
         409, "Start setting up two-factor sign-in first (scan a new QR code)."
     ),
     "session_not_found": Reason(404, "No such active session of yours."),
+    "forbidden": Reason(403, "You do not have access to this."),
+    "mfa_code_required": Reason(400, "Two-factor sign-in is on: enter a current code to confirm."),
+    "account_blocked": Reason(
+        403,
+        "This account has been blocked by an administrator. Contact support if you "
+        "think this is a mistake.",
+    ),
+    "user_not_found": Reason(404, "No such user."),
+    "cannot_block_self": Reason(409, "You cannot block your own account."),
     "csrf_failed": Reason(
         403, "This request lacked a valid CSRF token. Reload the page and try again."
     ),

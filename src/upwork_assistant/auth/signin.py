@@ -52,12 +52,12 @@ async def complete_sign_in(
 
     async with svc.db.write() as db:
         user, created, changed = await _upsert_user(db, profile)
+        if user.blocked_at is not None:
+            raise AuthError("account_blocked")  # rolls back: nothing of this sign-in stays
         await svc.vault.store(db, user.id, tokens, organization_id=organization_id(data))
         db.add(ProfileSync(user_id=user.id, trigger="signin", succeeded=True, changed=changed))
         if created:
-            await audit.record(
-                db, audit.ACCOUNT_CREATED, meta, user_id=user.id, upwork_id=user.upwork_id
-            )
+            await audit.record(db, audit.ACCOUNT_CREATED, meta, user_id=user.id)
         else:
             await record_profile_change(db, user, changed, "signin", meta)
         if user.mfa_enabled:

@@ -57,9 +57,12 @@ def make_engine(url: str) -> AsyncEngine:
 
 
 class Database:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, session_info: dict[str, Any] | None = None) -> None:
         self.engine = make_engine(url)
-        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        # session_info: e.g. the audit chain key, available to code holding a session.
+        self.sessionmaker = async_sessionmaker(
+            self.engine, expire_on_commit=False, info=session_info or {}
+        )
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:

@@ -65,6 +65,8 @@ class User(Base):
     #: The last TOTP time step accepted: a code is good once only.
     mfa_last_step: Mapped[int | None] = mapped_column(BigInteger)
     mfa_enabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    blocked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    blocked_reason: Mapped[str | None] = mapped_column(String(500))
 
     connection: Mapped[UpworkConnection | None] = relationship(
         back_populates="user", uselist=False, lazy="raise"
@@ -217,6 +219,48 @@ class AuditEvent(Base):
     ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(512))
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: Tamper evidence: HMAC chain over the record, the previous record's hash and a
+    #: digest of the personal fields (kept when those are anonymised on account deletion).
+    prev_hash: Mapped[str] = mapped_column(String(64), default="")
+    chain_hash: Mapped[str] = mapped_column(String(64), default="")
+    pii_digest: Mapped[str] = mapped_column(String(64), default="")
+    anonymised_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditChainHead(Base):
+    """One row: the newest record's id and hash. Locking it orders concurrent writers."""
+
+    __tablename__ = "audit_chain_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_event_id: Mapped[int] = mapped_column(Integer, default=0)
+    last_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditCheckpoint(Base):
+    """A signed statement "the chain reached this hash at this record", so that pruning
+    old records (retention) does not break verification and tail deletions show."""
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    event_id: Mapped[int] = mapped_column(Integer, index=True)
+    chain_hash: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(String(128))
+
+
+class JwtSigningKey(Base):
+    """Our access-token signing keys (Ed25519, private part encrypted with the key ring).
+    The newest signs; older ones keep verifying until their tokens have expired."""
+
+    __tablename__ = "jwt_signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    private_kid: Mapped[str] = mapped_column(String(32))
+    private_ct: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 Index("ix_sessions_user_active", UserSession.user_id, UserSession.revoked_at)

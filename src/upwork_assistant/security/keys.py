@@ -91,6 +91,10 @@ class DerivedKeys:
         self.flow_cookie = self._derive(b"oauth-flow-cookie")
         self.token_hash = self._derive(b"refresh-token-hash")
         self.mfa_cookie = self._derive(b"mfa-challenge-cookie")
+        self.audit_chain = self._derive(b"audit-chain-hmac")
+        self.audit_signing_key = Ed25519PrivateKey.from_private_bytes(
+            self._derive(b"audit-checkpoint-ed25519")
+        )
         self.jwt_signing_key = Ed25519PrivateKey.from_private_bytes(
             self._derive(b"jwt-ed25519-signing-key")
         )

@@ -1,4 +1,5 @@
-"""The background worker: keeps every Upwork connection alive and runs the daily sync.
+"""The background worker: keeps every Upwork connection alive, runs the daily sync, and
+looks after the security log (signed checkpoints, retention).
 
 ``upwork-assistant worker`` runs it as its own process; ``WORKER_IN_SERVE=true`` runs the
 same loop inside ``serve``. Several workers may run at once: leases in the database make
@@ -12,11 +13,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 
 from ..db.engine import Database
 from ..db.models import UpworkConnection
 from ..db.types import utcnow
+from ..security import audit
 from .errors import UpworkError
 from .sync import ProfileSyncService
 from .vault import ACTIVE, TokenVault
@@ -28,6 +31,7 @@ log = structlog.get_logger("upwork_assistant.worker")
 class PassResult:
     renewed: int = 0
     synced: int = 0
+    pruned: int = 0
 
 
 class Worker:
@@ -38,8 +42,12 @@ class Worker:
         sync: ProfileSyncService,
         keepalive_margin: timedelta,
         interval: float,
+        audit_signing_key: Ed25519PrivateKey,
+        audit_retention_days: int,
     ) -> None:
         self._db = db
+        self._audit_signing_key = audit_signing_key
+        self.audit_retention_days = audit_retention_days
         self._vault = vault
         self._sync = sync
         self.keepalive_margin = keepalive_margin
@@ -67,10 +75,17 @@ class Worker:
                 log.warning("keepalive_failed", user_id=user_id, error=exc.code)
         return renewed
 
+    async def audit_upkeep(self) -> int:
+        """Sign a checkpoint of the security log, then prune what is past retention."""
+        async with self._db.write() as db:
+            await audit.checkpoint(db, self._audit_signing_key)
+            return await audit.prune(db, audit.retention_cutoff(self.audit_retention_days))
+
     async def run_once(self) -> PassResult:
         result = PassResult(renewed=await self.renew_expiring())
         result.synced = await self._sync.run_scheduled()
-        log.info("worker_pass", renewed=result.renewed, synced=result.synced)
+        result.pruned = await self.audit_upkeep()
+        log.info("worker_pass", renewed=result.renewed, synced=result.synced, pruned=result.pruned)
         return result
 
     async def run_forever(self) -> None:

@@ -10,13 +10,14 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
 from ..auth.account_routes import revoke_other_sessions, revoke_session
-from ..auth.deps import MetaDep, OptionalPrincipalDep, PrincipalDep, ServicesDep
+from ..auth.deps import AdminDep, MetaDep, OptionalPrincipalDep, PrincipalDep, ServicesDep
 from ..auth.errors import REASONS, AuthError, reason
 from ..auth.routes import MFA_COOKIE
 from ..auth.sessions import describe_user_agent
 from ..db.models import UpworkConnection
 from ..db.types import utcnow
 from ..security.csrf import CSRF_COOKIE
+from ..security.routes import search_users, set_blocked
 from ..upwork.vault import ACTIVE
 
 HERE = Path(__file__).parent
@@ -238,3 +239,63 @@ async def security_revoke_others(
 ) -> Response:
     await revoke_other_sessions(svc, principal, meta)
     return RedirectResponse("/security?notice=others_revoked", status_code=303)
+
+
+@router.get("/admin", response_class=HTMLResponse)
+async def admin_page(
+    request: Request,
+    svc: ServicesDep,
+    principal: OptionalPrincipalDep,
+    q: str | None = None,
+    error: str | None = None,
+    notice: str | None = None,
+) -> Response:
+    """A minimal administration page: find users, block and unblock them."""
+    if principal is None:
+        return RedirectResponse("/", status_code=303)
+    if "admin" not in principal.user.roles:
+        raise AuthError("forbidden")
+    users = await search_users(svc, (q or "")[:200] or None, 100, 0)
+    response = templates.TemplateResponse(
+        request,
+        "admin.html",
+        {
+            "sandbox_mode": svc.settings.sandbox_mode,
+            "user": principal.user,
+            "csrf_token": svc.csrf.token_for(principal.session.id),
+            "users": users["items"],
+            "total": users["total"],
+            "q": q or "",
+            "error_message": _error_message(error),
+            "notice": {
+                "blocked": "The user is blocked and signed out everywhere.",
+                "unblocked": "The user is unblocked.",
+            }.get(notice or ""),
+        },
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@router.post("/admin/users/{user_id}/block")
+async def admin_block(
+    user_id: str,
+    svc: ServicesDep,
+    admin: AdminDep,
+    meta: MetaDep,
+    reason: str = Form(min_length=1, max_length=500),
+) -> Response:
+    try:
+        await set_blocked(svc, admin.user, user_id, reason, meta)
+    except AuthError as exc:
+        return RedirectResponse(f"/admin?error={exc.code}", status_code=303)
+    return RedirectResponse("/admin?notice=blocked", status_code=303)
+
+
+@router.post("/admin/users/{user_id}/unblock")
+async def admin_unblock(user_id: str, svc: ServicesDep, admin: AdminDep, meta: MetaDep) -> Response:
+    try:
+        await set_blocked(svc, admin.user, user_id, None, meta)
+    except AuthError as exc:
+        return RedirectResponse(f"/admin?error={exc.code}", status_code=303)
+    return RedirectResponse("/admin?notice=unblocked", status_code=303)
