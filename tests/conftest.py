@@ -101,6 +101,10 @@ def app_factory(tmp_path: Path, migrated_template: Path) -> Iterator[AppFactory]
             "data_dir": data,
             "database_url": f"sqlite:///{db_path}",
             "upwork_http_timeout": 5.0,
+            # Generous limits: many tests sign in often from 127.0.0.1; the limits
+            # themselves are tested with small values in test_hardening.py.
+            "signin_rate_limit": "10000/minute",
+            "api_rate_limit": "10000/minute",
         }
         values.update(overrides)
         settings = Settings(**values)

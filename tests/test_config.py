@@ -138,6 +138,39 @@ def test_production_with_everything_starts(tmp_path: Path, monkeypatch: pytest.M
         "TOKEN_ENCRYPTION_KEYS": new_encryption_key_spec(),
         "UPWORK_CLIENT_ID": "id",
         "UPWORK_CLIENT_SECRET": "secret",
+        "APP_BASE_URL": "https://assistant.example.com",
     }.items():
         monkeypatch.setenv(k, v)
+    assert get_settings().secrets.secret_key == "k" * 48
+
+
+def production_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {
+        "APP_ENV": "production",
+        "DATA_DIR": str(tmp_path),
+        "SECRET_KEY": "k" * 48,
+        "TOKEN_ENCRYPTION_KEYS": new_encryption_key_spec(),
+        "UPWORK_CLIENT_ID": "id",
+        "UPWORK_CLIENT_SECRET": "secret",
+        "APP_BASE_URL": "https://assistant.example.com",
+    }
+    env.update(extra)
+    return {k: v for k, v in env.items() if v}
+
+
+def test_production_refuses_http(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for k, v in production_env(tmp_path, APP_BASE_URL="http://assistant.example.com").items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ConfigError, match="http APP_BASE_URL"):
+        _ = get_settings().secrets
+
+
+def test_production_sandbox_only_when_allowed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for k, v in production_env(tmp_path, UPWORK_CLIENT_ID="", UPWORK_CLIENT_SECRET="").items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ConfigError, match="ALLOW_SANDBOX_IN_PRODUCTION"):
+        _ = get_settings().secrets
+    monkeypatch.setenv("ALLOW_SANDBOX_IN_PRODUCTION", "true")
     assert get_settings().secrets.secret_key == "k" * 48

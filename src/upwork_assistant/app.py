@@ -14,10 +14,13 @@ from urllib.parse import urlsplit
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from . import __version__
 from .auth.account_routes import account_router as delete_account_router
@@ -28,7 +31,9 @@ from .auth.routes import error_response
 from .auth.routes import router as auth_router
 from .config import SANDBOX_CLIENT_ID, SANDBOX_PREFIX, Settings, get_settings
 from .sandbox import SandboxClient, SandboxConfig, create_sandbox_app
+from .security.body import BodySizeLimitMiddleware
 from .security.headers import SecurityHeadersMiddleware
+from .security.keys import constant_time_equal
 from .security.ratelimit import RateLimitExceeded
 from .security.redact import install_access_log_redaction
 from .security.routes import router as security_router
@@ -178,8 +183,39 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.mount(SANDBOX_PREFIX, sandbox, name="upwork-sandbox")
         app.state.sandbox = sandbox
 
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        """Prometheus metrics: only with METRICS_TOKEN set, and only for its bearer."""
+        token = settings.metrics_token
+        presented = request.headers.get("authorization", "")
+        if not token:
+            return _error_json("not_found", "Not Found", 404)
+        if not constant_time_equal(presented, f"Bearer {token}"):
+            return _error_json(
+                "not_authenticated",
+                "Metrics need the metrics token.",
+                401,
+                {"WWW-Authenticate": "Bearer"},
+            )
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    if settings.cors_origins.strip():
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()],
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-CSRF-Token"],
+        )
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     upwork_origin = "{0.scheme}://{0.netloc}".format(urlsplit(settings.authorize_url))
     app.add_middleware(
         SecurityHeadersMiddleware, hsts=settings.cookie_secure, form_action_origin=upwork_origin
     )
+    if settings.trusted_proxies.strip():
+        # Outermost: the client address and scheme come from trusted proxies only.
+        app.add_middleware(
+            ProxyHeadersMiddleware,
+            trusted_hosts=[h.strip() for h in settings.trusted_proxies.split(",") if h.strip()],
+        )
     return app

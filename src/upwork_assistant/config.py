@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import time
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -31,6 +32,30 @@ UPWORK_GRAPHQL_URL = "https://api.upwork.com/graphql"
 SANDBOX_PREFIX = "/sandbox/upwork"
 #: The client id the main app registers with its own mounted sandbox.
 SANDBOX_CLIENT_ID = "upwork-assistant-sandbox"
+
+
+@dataclass(frozen=True)
+class CookieNames:
+    """Cookie names: over https with the ``__Host-`` prefix (``__Secure-`` where the path is
+    not ``/``), as OWASP ASVS 3.3.1 asks; over plain http (development) the plain names."""
+
+    access: str
+    refresh: str
+    csrf: str
+    mfa: str
+    flow_prefix: str
+
+    @classmethod
+    def for_transport(cls, secure: bool) -> CookieNames:
+        if secure:
+            return cls(
+                "__Host-access_token",
+                "__Secure-refresh_token",
+                "__Host-csrf_token",
+                "__Host-mfa_challenge",
+                "__Secure-ua_oauth_",
+            )
+        return cls("access_token", "refresh_token", "csrf_token", "mfa_challenge", "ua_oauth_")
 
 
 class ConfigError(RuntimeError):
@@ -97,6 +122,24 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
+    #: Per client IP on the sign-in endpoints (authorize, callback, MFA code).
+    signin_rate_limit: str = "20/minute"
+    #: Per user on the API (the product's rule: 100 requests a minute).
+    api_rate_limit: str = "100/minute"
+    #: Shared rate-limit counters for all instances (e.g. redis://host:6379/0).
+    redis_url: str | None = None
+    #: Comma-separated addresses of reverse proxies whose X-Forwarded-For/-Proto are
+    #: believed. Empty: never believed.
+    trusted_proxies: str = ""
+    #: Comma-separated origins allowed to call the API from a browser (CORS). Empty: none.
+    cors_origins: str = ""
+    #: Serve /metrics (Prometheus) to requests bearing this token; unset: no /metrics.
+    metrics_token: str | None = None
+    #: Largest request body accepted, in bytes.
+    max_request_bytes: int = Field(default=65536, ge=1024, le=10 * 1024 * 1024)
+    #: Let APP_ENV=production run on the built-in sandbox (demos only).
+    allow_sandbox_in_production: bool = False
+
     @field_validator("app_base_url")
     @classmethod
     def _base_url(cls, value: str) -> str:
@@ -112,12 +155,16 @@ class Settings(BaseSettings):
         "token_encryption_keys",
         "database_url",
         "upwork_redirect_uri",
+        "redis_url",
+        "metrics_token",
     )
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value.strip() or None if value is not None else None
 
-    @field_validator("upwork_rate_limit", "profile_sync_rate_limit")
+    @field_validator(
+        "upwork_rate_limit", "profile_sync_rate_limit", "signin_rate_limit", "api_rate_limit"
+    )
     @classmethod
     def _rate_limit(cls, value: str) -> str:
         try:
@@ -148,6 +195,10 @@ class Settings(BaseSettings):
     @property
     def cookie_secure(self) -> bool:
         return self.app_base_url.startswith("https://")
+
+    @cached_property
+    def cookies(self) -> CookieNames:
+        return CookieNames.for_transport(self.cookie_secure)
 
     @property
     def redirect_uri(self) -> str:
@@ -241,13 +292,19 @@ def resolve_secrets(settings: Settings) -> ResolvedSecrets:
         if not value
     ]
     if settings.is_production:
-        if settings.sandbox_mode:
+        if settings.sandbox_mode and not settings.allow_sandbox_in_production:
             missing += ["UPWORK_CLIENT_ID", "UPWORK_CLIENT_SECRET"]
         if missing:
             raise ConfigError(
                 "APP_ENV=production refuses to start without these settings: "
                 + ", ".join(missing)
-                + ". Set them in the environment (see README, 'Configuration')."
+                + ". Set them in the environment (see README, 'Configuration'); the "
+                "sandbox needs ALLOW_SANDBOX_IN_PRODUCTION=true."
+            )
+        if not settings.cookie_secure:
+            raise ConfigError(
+                "APP_ENV=production refuses to start with an http APP_BASE_URL: serve it "
+                "over https (cookies are Secure and __Host- prefixed there)."
             )
     if not missing:
         assert settings.secret_key and settings.token_encryption_keys

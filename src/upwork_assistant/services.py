@@ -44,6 +44,9 @@ class Services:
     worker: Worker
     limiter: RateLimiter
     sync_budget: Budget
+    signin_budget: Budget
+    api_budget: Budget
+    rate_limit_audit: Budget
     keys: DerivedKeys
 
     @classmethod
@@ -59,7 +62,7 @@ class Services:
         )
         db = Database(s.resolved_database_url, session_info={CHAIN_KEY: keys.audit_chain})
         keyring = KeyRing(s.secrets.token_encryption_keys)
-        limiter = RateLimiter()
+        limiter = RateLimiter(f"async+{s.redis_url}" if s.redis_url else "async+memory://")
         oauth = UpworkOAuthClient(s, transport)
         graphql = UpworkGraphQLClient(
             s.graphql_url,
@@ -106,7 +109,7 @@ class Services:
                 keys.token_hash, s.session_ttl_days, keyring, jwt, s.refresh_grace_seconds
             ),
             mfa=MfaService(db, keyring, keys.mfa_cookie, MfaPolicy()),
-            flows=FlowStore(keys.flow_cookie, s.oauth_flow_ttl_seconds),
+            flows=FlowStore(keys.flow_cookie, s.oauth_flow_ttl_seconds, s.cookies.flow_prefix),
             http=http,
             oauth=oauth,
             graphql=graphql,
@@ -124,6 +127,9 @@ class Services:
             ),
             limiter=limiter,
             sync_budget=limiter.budget("profile-sync", s.profile_sync_rate_limit),
+            signin_budget=limiter.budget("signin", s.signin_rate_limit),
+            api_budget=limiter.budget("api", s.api_rate_limit),
+            rate_limit_audit=limiter.budget("rate-limit-audit", "1/minute"),
             keys=keys,
         )
 

@@ -10,14 +10,13 @@ from fastapi import Depends, Request
 
 from ..db.models import User, UserSession
 from ..db.types import utcnow
+from ..security import audit
 from ..security.audit import RequestMeta
 from ..security.csrf import CSRF_FORM_FIELD, CSRF_HEADER, UNSAFE_METHODS
+from ..security.ratelimit import Budget, RateLimitExceeded
 from ..services import Services
 from .errors import AuthError
 from .sessions import TOUCH_EVERY
-
-ACCESS_COOKIE = "access_token"
-REFRESH_COOKIE = "refresh_token"
 
 
 def get_services(request: Request) -> Services:
@@ -62,7 +61,7 @@ async def authenticate(request: Request, svc: Services) -> Principal | None:
     if header[:7].lower() == "bearer ":
         token = header[7:].strip()
     else:
-        token = request.cookies.get(ACCESS_COOKIE, "")
+        token = request.cookies.get(svc.settings.cookies.access, "")
         via_cookie = True
     if not token:
         return None
@@ -77,6 +76,8 @@ async def authenticate(request: Request, svc: Services) -> Principal | None:
     session, user = found
     if user.blocked_at is not None:
         return None
+    if request.url.path.startswith("/api/"):
+        await enforce(svc, svc.api_budget, user.id, request_meta(request), user_id=user.id)
     if utcnow() - session.last_seen_at >= TOUCH_EVERY:
         async with svc.db.write() as db:
             await svc.sessions.touch(db, session, request_meta(request))
@@ -114,3 +115,24 @@ AdminDep = Annotated[Principal, Depends(require_admin)]
 MetaDep = Annotated[RequestMeta, Depends(request_meta)]
 PrincipalDep = Annotated[Principal, Depends(require_principal)]
 OptionalPrincipalDep = Annotated[Principal | None, Depends(optional_principal)]
+
+
+async def enforce(
+    svc: Services, budget: Budget, key: str, meta: RequestMeta, user_id: str | None = None
+) -> None:
+    """Spend from ``budget`` for ``key``; over the limit, a 429 (audited once a minute)."""
+    retry_after = await budget.hit(key)
+    if not retry_after:
+        return
+    if not await svc.rate_limit_audit.hit(f"{budget.name}:{key}"):
+        async with svc.db.write() as db:
+            await audit.record(db, audit.RATE_LIMIT_HIT, meta, user_id=user_id, limit=budget.name)
+    raise RateLimitExceeded(retry_after)
+
+
+async def signin_rate_limit(
+    request: Request, svc: Annotated[Services, Depends(get_services)]
+) -> None:
+    """Per client IP on the sign-in endpoints."""
+    meta = request_meta(request)
+    await enforce(svc, svc.signin_budget, meta.ip or "unknown", meta)

@@ -19,25 +19,27 @@ from ..db.types import utcnow
 from ..security.keys import constant_time_equal, mac
 from .errors import AuthError
 
-COOKIE_PREFIX = "ua_oauth_"
 COOKIE_PATH = "/api/auth/upwork/callback"
 #: Consumed and expired flows are kept this long to tell "used twice" from "unknown".
 KEEP_AFTER_EXPIRY = timedelta(days=1)
 
 
 class FlowStore:
-    def __init__(self, key: bytes, ttl_seconds: int) -> None:
+    def __init__(self, key: bytes, ttl_seconds: int, cookie_prefix: str) -> None:
         self._key = key
         self.ttl = timedelta(seconds=ttl_seconds)
+        self.cookie_prefix = cookie_prefix
 
     def cookie_name(self, state: str) -> str:
-        return COOKIE_PREFIX + mac(self._key, f"name:{state}")[:16]
+        return self.cookie_prefix + mac(self._key, f"name:{state}")[:16]
 
     @staticmethod
     def _row_id(flow_id: str) -> str:
         return hashlib.sha256(flow_id.encode()).hexdigest()
 
-    async def start(self, db: AsyncSession, state: str, code_verifier: str) -> tuple[str, str]:
+    async def start(
+        self, db: AsyncSession, state: str, code_verifier: str, return_to: str | None = None
+    ) -> tuple[str, str]:
         """Record a new attempt; return (cookie name, cookie value). The caller commits."""
         now = utcnow()
         await db.execute(delete(OAuthFlow).where(OAuthFlow.expires_at < now - KEEP_AFTER_EXPIRY))
@@ -47,17 +49,21 @@ class FlowStore:
                 id=self._row_id(flow_id),
                 state_hash=mac(self._key, f"state:{state}"),
                 code_verifier=code_verifier,
+                return_to=return_to,
                 created_at=now,
                 expires_at=now + self.ttl,
             )
         )
         return self.cookie_name(state), f"{flow_id}.{mac(self._key, f'cookie:{flow_id}')}"
 
-    async def consume(self, db: AsyncSession, cookie_value: str, state: str) -> str:
+    async def consume(
+        self, db: AsyncSession, cookie_value: str, state: str
+    ) -> tuple[str, str | None]:
         """Check the callback's state against this browser's flow and use the flow up.
 
-        Returns the PKCE verifier; raises AuthError with the reason otherwise. The caller
-        commits before it calls Upwork, so a replay racing this request fails."""
+        Returns the PKCE verifier and where to go afterwards; raises AuthError with the
+        reason otherwise. The caller commits before it calls Upwork, so a replay racing this
+        request fails."""
         flow_id, _, signature = cookie_value.partition(".")
         if not flow_id or not constant_time_equal(signature, mac(self._key, f"cookie:{flow_id}")):
             raise AuthError("state_invalid")
@@ -79,4 +85,4 @@ class FlowStore:
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
             raise AuthError("state_reused")
-        return flow.code_verifier
+        return flow.code_verifier, flow.return_to

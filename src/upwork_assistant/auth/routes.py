@@ -4,31 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from ..db.models import User, UserSession
 from ..security import audit
-from ..security.csrf import CSRF_COOKIE
 from ..services import Services
 from .deps import (
-    ACCESS_COOKIE,
-    REFRESH_COOKIE,
     MetaDep,
     OptionalPrincipalDep,
     PrincipalDep,
     ServicesDep,
     is_browser,
     presented_csrf,
+    signin_rate_limit,
 )
 from .errors import AuthError
-from .flow import COOKIE_PATH, COOKIE_PREFIX
+from .flow import COOKIE_PATH
 from .mfa import MfaLocked
 from .signin import complete_sign_in, record_failure, start_session
 
 router = APIRouter()
 REFRESH_PATH = "/api/auth"
-MFA_COOKIE = "mfa_challenge"
 #: MFA errors after which the /mfa page can simply take another code.
 MFA_RETRYABLE = frozenset({"mfa_invalid_code", "mfa_code_format", "mfa_code_reused", "mfa_locked"})
 
@@ -62,13 +59,19 @@ def set_session_cookies(
 ) -> None:
     session_age = int(svc.sessions.ttl.total_seconds())
     private = _private_cookie(svc)
-    response.set_cookie(ACCESS_COOKIE, access_token, max_age=svc.jwt.ttl, path="/", **private)
     response.set_cookie(
-        REFRESH_COOKIE, refresh_token, max_age=session_age, path=REFRESH_PATH, **private
+        svc.settings.cookies.access, access_token, max_age=svc.jwt.ttl, path="/", **private
+    )
+    response.set_cookie(
+        svc.settings.cookies.refresh,
+        refresh_token,
+        max_age=session_age,
+        path=REFRESH_PATH,
+        **private,
     )
     # Readable by the page's script, which echoes it in X-CSRF-Token.
     response.set_cookie(
-        CSRF_COOKIE,
+        svc.settings.cookies.csrf,
         svc.csrf.token_for(session.id),
         max_age=session_age,
         path="/",
@@ -101,18 +104,25 @@ def signed_in_response(
 
 def clear_session_cookies(response: Response, svc: Services) -> None:
     private = _private_cookie(svc)
-    response.delete_cookie(ACCESS_COOKIE, path="/", **private)
-    response.delete_cookie(REFRESH_COOKIE, path=REFRESH_PATH, **private)
-    response.delete_cookie(CSRF_COOKIE, path="/", **{**private, "httponly": False})
+    response.delete_cookie(svc.settings.cookies.access, path="/", **private)
+    response.delete_cookie(svc.settings.cookies.refresh, path=REFRESH_PATH, **private)
+    response.delete_cookie(svc.settings.cookies.csrf, path="/", **{**private, "httponly": False})
 
 
-@router.get("/api/auth/upwork/authorize", tags=["auth"])
-async def authorize(request: Request, svc: ServicesDep, redirect: bool = False) -> Response:
+@router.get("/api/auth/upwork/authorize", tags=["auth"], dependencies=[Depends(signin_rate_limit)])
+async def authorize(
+    request: Request,
+    svc: ServicesDep,
+    redirect: bool = False,
+    next: str | None = Query(None, max_length=512),
+) -> Response:
     """Start "Sign in with Upwork": returns Upwork's authorization URL (or redirects to it
     with ``?redirect=true``) and binds the attempt to this browser with a flow cookie."""
     auth_request = svc.oauth.authorization_request()
     async with svc.db.write() as db:
-        name, value = await svc.flows.start(db, auth_request.state, auth_request.code_verifier)
+        name, value = await svc.flows.start(
+            db, auth_request.state, auth_request.code_verifier, safe_next(next)
+        )
     response: Response
     if redirect:
         response = RedirectResponse(auth_request.url, status_code=302)
@@ -128,7 +138,7 @@ async def authorize(request: Request, svc: ServicesDep, redirect: bool = False) 
     return response
 
 
-@router.get("/api/auth/upwork/callback", tags=["auth"])
+@router.get("/api/auth/upwork/callback", tags=["auth"], dependencies=[Depends(signin_rate_limit)])
 async def callback(
     request: Request,
     svc: ServicesDep,
@@ -145,10 +155,12 @@ async def callback(
         cookie_name = svc.flows.cookie_name(state)
         cookie_value = request.cookies.get(cookie_name)
         if cookie_value is None:
-            started_here = any(k.startswith(COOKIE_PREFIX) for k in request.cookies)
+            started_here = any(
+                k.startswith(svc.settings.cookies.flow_prefix) for k in request.cookies
+            )
             raise AuthError("state_invalid" if started_here else "flow_cookie_missing")
         async with svc.db.write() as db:  # committed before Upwork is called
-            verifier = await svc.flows.consume(db, cookie_value, state)
+            verifier, return_to = await svc.flows.consume(db, cookie_value, state)
         if error:
             upwork_error = "".join(c for c in error[:64] if c.isalnum() or c == "_")
             raise AuthError(
@@ -169,7 +181,7 @@ async def callback(
                 else JSONResponse({"mfa_required": True, "created": result.created})
             )
             response.set_cookie(
-                MFA_COOKIE,
+                svc.settings.cookies.mfa,
                 result.mfa_challenge,
                 path="/",
                 max_age=int(svc.mfa.policy.challenge_ttl.total_seconds()),
@@ -177,7 +189,7 @@ async def callback(
             )
         elif is_browser(request):
             assert result.session is not None and result.refresh_token is not None
-            response = RedirectResponse("/", status_code=303)
+            response = RedirectResponse(return_to or "/", status_code=303)
             access, _ = svc.jwt.issue(result.user.id, result.session.id)
             set_session_cookies(response, svc, result.session, access, result.refresh_token)
         else:
@@ -202,7 +214,7 @@ async def refresh(request: Request, svc: ServicesDep, meta: MetaDep) -> Response
     Needs the session's ``X-CSRF-Token``. A refresh token that was already rotated away
     revokes the whole session (401), except within the short grace window for the same
     client, which receives the same new pair again."""
-    token = request.cookies.get(REFRESH_COOKIE)
+    token = request.cookies.get(svc.settings.cookies.refresh)
     if not token:
         raise AuthError("not_authenticated")
     csrf = await presented_csrf(request)
@@ -237,14 +249,14 @@ async def refresh(request: Request, svc: ServicesDep, meta: MetaDep) -> Response
     return response
 
 
-@router.post("/api/auth/mfa", tags=["auth"])
+@router.post("/api/auth/mfa", tags=["auth"], dependencies=[Depends(signin_rate_limit)])
 async def mfa(request: Request, svc: ServicesDep, meta: MetaDep) -> Response:
     """Finish a sign-in that waits for its second factor: ``{"code"}`` (JSON or form) with a
     TOTP code or a backup code, from the browser that holds the challenge cookie."""
     browser = is_browser(request)
     try:
         code = await _code_from(request)
-        challenge = await svc.mfa.challenge(request.cookies.get(MFA_COOKIE))
+        challenge = await svc.mfa.challenge(request.cookies.get(svc.settings.cookies.mfa))
         method = await svc.mfa.verify(challenge.user_id, code, meta, challenge.id)
         async with svc.db.write() as db:
             if not await svc.mfa.consume(db, challenge.id):
@@ -271,7 +283,7 @@ async def mfa(request: Request, svc: ServicesDep, meta: MetaDep) -> Response:
         set_session_cookies(response, svc, session, access, refresh_token)
     else:
         response = signed_in_response(svc, user, session, refresh_token)
-    response.delete_cookie(MFA_COOKIE, path="/", **_private_cookie(svc))
+    response.delete_cookie(svc.settings.cookies.mfa, path="/", **_private_cookie(svc))
     return response
 
 
@@ -320,3 +332,12 @@ async def logout(
 async def jwks(svc: ServicesDep) -> dict[str, Any]:
     """The public keys that verify our access tokens."""
     return svc.jwt.jwks()
+
+
+def safe_next(value: str | None) -> str | None:
+    """A return-to target: only a same-origin relative path (no open redirects)."""
+    if not value or not value.startswith("/") or value.startswith(("//", "/\\")):
+        return None
+    if any(ord(c) < 0x20 or c == "\\" for c in value):
+        return None
+    return value

@@ -23,6 +23,7 @@ from typing import Any
 import structlog
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from prometheus_client import Counter
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,6 +31,9 @@ from ..db.models import AuditChainHead, AuditCheckpoint, AuditEvent
 from ..db.types import utcnow
 
 log = structlog.get_logger("upwork_assistant.audit")
+SECURITY_EVENTS = Counter(
+    "upwork_assistant_security_events_total", "Security events recorded, by type", ["type"]
+)
 
 FORBIDDEN_KEYS = ("token", "code", "secret", "password", "verifier", "state")
 GENESIS = "0" * 64
@@ -130,6 +134,7 @@ async def record(
     await db.flush()
     head.last_event_id = event.id
     head.last_hash = event.chain_hash
+    SECURITY_EVENTS.labels(event_type).inc()
     log.info(event_type, user_id=user_id, session_id=session_id, ip=event.ip, **details)
     return event
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from .keys import constant_time_equal, mac
 
-CSRF_COOKIE = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FORM_FIELD = "csrf_token"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

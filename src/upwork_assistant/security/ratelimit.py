@@ -48,6 +48,8 @@ class Budget:
 
 
 class RateLimiter:
+    """``storage_uri``: ``async+memory://`` for one process, ``async+redis://...`` shared."""
+
     def __init__(self, storage_uri: str = "async+memory://") -> None:
         self._storage = storage_from_string(storage_uri)
         self._strategy = MovingWindowRateLimiter(self._storage)  # type: ignore[arg-type]

@@ -12,11 +12,9 @@ from sqlalchemy import select
 from ..auth.account_routes import revoke_other_sessions, revoke_session
 from ..auth.deps import AdminDep, MetaDep, OptionalPrincipalDep, PrincipalDep, ServicesDep
 from ..auth.errors import REASONS, AuthError, reason
-from ..auth.routes import MFA_COOKIE
 from ..auth.sessions import describe_user_agent
 from ..db.models import UpworkConnection
 from ..db.types import utcnow
-from ..security.csrf import CSRF_COOKIE
 from ..security.routes import search_users, set_blocked
 from ..upwork.vault import ACTIVE
 
@@ -43,7 +41,7 @@ async def index(
                 "sandbox_mode": settings.sandbox_mode,
                 "error_message": message,
                 # An expired access token with a live session: the page's script refreshes it.
-                "try_refresh": CSRF_COOKIE in request.cookies and not error,
+                "try_refresh": svc.settings.cookies.csrf in request.cookies and not error,
             },
             status_code=200,
         )
@@ -91,7 +89,7 @@ NOTICES = {
 async def mfa_page(request: Request, svc: ServicesDep, error: str | None = None) -> Response:
     """The second step of a sign-in with MFA on."""
     try:
-        await svc.mfa.challenge(request.cookies.get(MFA_COOKIE))
+        await svc.mfa.challenge(request.cookies.get(svc.settings.cookies.mfa))
     except AuthError as exc:
         return RedirectResponse(f"/?error={exc.code}", status_code=303)
     response = templates.TemplateResponse(

@@ -9,7 +9,7 @@
   }
   document.addEventListener("DOMContentLoaded", function () {
     var card = document.querySelector("[data-try-refresh]");
-    var csrf = cookie("csrf_token");
+    var csrf = cookie("__Host-csrf_token") || cookie("csrf_token");
     if (!card || !csrf) return;
     fetch("/api/auth/refresh", {
       method: "POST",
