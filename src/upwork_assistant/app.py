@@ -63,6 +63,16 @@ def configure_logging(level: str) -> None:
     install_access_log_redaction()
 
 
+async def _reload_jwt_keys(services: Services) -> None:
+    """Pick up signing keys rotated by another instance or the command line."""
+    while True:
+        await asyncio.sleep(services.jwt_keys.RELOAD_EVERY)
+        try:
+            await services.jwt_keys.reload_if_due()
+        except Exception as exc:  # the database may be briefly away; try again later
+            log.warning("jwt_key_reload_failed", error_type=type(exc).__name__)
+
+
 def _error_json(
     code: str, message: str, status: int, headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -83,10 +93,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             base_url=settings.app_base_url,
             worker_in_serve=settings.worker_in_serve,
         )
+        await services.start()
+        key_reloader = asyncio.create_task(_reload_jwt_keys(services))
         worker = (
             asyncio.create_task(services.worker.run_forever()) if settings.worker_in_serve else None
         )
         yield
+        key_reloader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await key_reloader
         if worker is not None:
             worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -6,15 +6,22 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Annotated
 
 import typer
 import uvicorn
 from sqlalchemy import select
 
-from .config import ConfigError, get_settings
+from .config import (
+    ConfigError,
+    Settings,
+    add_development_key,
+    get_settings,
+    new_encryption_key_spec,
+)
 from .db.models import User
-from .security import audit
+from .security import audit, rotation
 from .services import Services
 
 app = typer.Typer(help="Upwork Assistant: Sign in with Upwork.", no_args_is_help=True)
@@ -29,6 +36,20 @@ SANDBOX_REDIRECT_URI = "http://127.0.0.1:8000/api/auth/upwork/callback"
 def _fail(exc: Exception) -> None:
     typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
+
+
+async def _unreadable_ciphertexts(settings: Settings) -> dict[str, int]:
+    from .db.engine import Database
+    from .security.keys import KeyRing
+
+    database = Database(settings.resolved_database_url)
+    try:
+        async with database.session() as db:
+            return await rotation.unknown_keys(db, KeyRing(settings.secrets.token_encryption_keys))
+    except Exception:  # no database or no tables yet: nothing stored to check
+        return {}
+    finally:
+        await database.dispose()
 
 
 @app.command()
@@ -48,6 +69,15 @@ def serve(
         _ = settings.secrets  # production: stop here, clearly, when a secret is missing
     except ConfigError as exc:
         _fail(exc)
+    missing = asyncio.run(_unreadable_ciphertexts(settings))
+    if missing:
+        _fail(
+            ConfigError(
+                "stored data is encrypted with keys missing from TOKEN_ENCRYPTION_KEYS: "
+                + ", ".join(f"{kid} ({n})" for kid, n in missing.items())
+                + ". Put those keys back (after the primary) and run `keys rotate` first."
+            )
+        )
     if settings.sandbox_mode and workers > 1:
         _fail(
             ConfigError(
@@ -181,6 +211,110 @@ def audit_checkpoint() -> None:
         async with svc.db.write() as db:
             cp = await audit.checkpoint(db, svc.keys.audit_signing_key)
         typer.echo(f"checkpoint at record {cp.event_id}" if cp else "nothing new to sign")
+        return 0
+
+    _run_with_services(work)
+
+
+keys_app = typer.Typer(help="Encryption and signing keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("status")
+def keys_status() -> None:
+    """How many stored ciphertexts use each encryption key."""
+
+    async def work(svc: Services) -> int:
+        async with svc.db.session() as db:
+            usage = await rotation.key_usage(db)
+        ring = svc.keyring
+        for kid in dict.fromkeys([*ring.key_ids, *usage]):
+            role = (
+                "primary"
+                if kid == ring.primary_id
+                else "in ring"
+                if kid in ring.key_ids
+                else "MISSING FROM RING"
+            )
+            counts = usage.get(kid, {})
+            detail = ", ".join(f"{n} {label}" for label, n in sorted(counts.items()))
+            typer.echo(
+                f"{kid}  {role:18} {sum(counts.values()):6} ciphertexts"
+                + (f"  ({detail})" if detail else "")
+            )
+        unused = [k for k in ring.key_ids if k != ring.primary_id and k not in usage]
+        if unused:
+            typer.echo(f"can be removed from TOKEN_ENCRYPTION_KEYS: {', '.join(unused)}")
+        return 0
+
+    _run_with_services(work)
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    add_key: Annotated[
+        bool,
+        typer.Option(
+            "--add-key",
+            help="First put a new key in front of the ring (development secrets "
+            "file only; in production set TOKEN_ENCRYPTION_KEYS yourself).",
+        ),
+    ] = False,
+) -> None:
+    """Re-encrypt every stored Upwork token, MFA secret and signing key under the primary
+    key, in batches; safe to interrupt and run again."""
+    try:
+        settings = get_settings()
+    except ConfigError as exc:
+        _fail(exc)
+    if add_key:
+        if settings.token_encryption_keys:
+            typer.echo(
+                "TOKEN_ENCRYPTION_KEYS comes from the environment. Put this new key "
+                "first on every instance, restart them, then run `keys rotate`:"
+            )
+            typer.echo(
+                f"TOKEN_ENCRYPTION_KEYS={new_encryption_key_spec()},"
+                f"{settings.token_encryption_keys}"
+            )
+            raise typer.Exit(1)
+        kid = add_development_key(settings.data_dir)
+        typer.echo(
+            f"added key {kid} to {settings.data_dir / 'secrets.json'}; "
+            "restart running servers after this"
+        )
+
+    async def work(svc: Services) -> int:
+        moved = await rotation.reencrypt(svc.db, svc.keyring)
+        async with svc.db.write() as db:
+            await audit.record(
+                db,
+                audit.KEY_ROTATION,
+                None,
+                primary=svc.keyring.primary_id,
+                moved=sum(moved.values()),
+            )
+        typer.echo(
+            f"primary key {svc.keyring.primary_id}: moved {sum(moved.values())} "
+            "ciphertexts" + "".join(f"\n  {n} {label}" for label, n in moved.items())
+        )
+        return 0
+
+    _run_with_services(work)
+
+
+@keys_app.command("rotate-jwt")
+def keys_rotate_jwt() -> None:
+    """Start signing access tokens with a new key; older keys keep verifying until their
+    tokens have expired, and all are published in /.well-known/jwks.json."""
+
+    async def work(svc: Services) -> int:
+        await svc.jwt_keys.load()
+        keep = timedelta(seconds=svc.settings.access_token_ttl_seconds + 300)
+        kid = await svc.jwt_keys.rotate(keep)
+        async with svc.db.write() as db:
+            await audit.record(db, audit.KEY_ROTATION, None, jwt_key=kid)
+        typer.echo(f"new signing key {kid}; servers pick it up within a minute")
         return 0
 
     _run_with_services(work)

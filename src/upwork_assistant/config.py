@@ -346,6 +346,20 @@ def _load_or_create_dev_secrets(data_dir: Path) -> dict[str, str]:
     raise ConfigError(f"{path} exists but is not a valid secrets file; fix or remove it")
 
 
+def add_development_key(data_dir: Path) -> str:
+    """Put a new encryption key in front of the development key ring; returns its id."""
+    path = data_dir / "secrets.json"
+    stored = _load_or_create_dev_secrets(data_dir)
+    spec = new_encryption_key_spec()
+    stored["TOKEN_ENCRYPTION_KEYS"] = f"{spec},{stored['TOKEN_ENCRYPTION_KEYS']}"
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(stored, handle)
+    os.replace(tmp, path)
+    return spec.split(":", 1)[0]
+
+
 def get_settings() -> Settings:
     try:
         return Settings()

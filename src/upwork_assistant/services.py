@@ -6,11 +6,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import httpx
+import structlog
+from sqlalchemy.exc import DBAPIError
 
 from .auth.flow import FlowStore
 from .auth.mfa import MfaPolicy, MfaService
 from .auth.sessions import SessionService
-from .auth.tokens import JWTIssuer
+from .auth.tokens import JWTIssuer, JwtKeyStore
 from .config import Settings
 from .db.engine import Database
 from .security.audit import CHAIN_KEY
@@ -23,6 +25,8 @@ from .upwork.oauth import UpworkOAuthClient
 from .upwork.sync import ProfileSyncService, SyncPolicy
 from .upwork.vault import TokenVault, VaultPolicy
 from .upwork.worker import Worker
+
+log = structlog.get_logger("upwork_assistant")
 
 
 @dataclass
@@ -48,6 +52,7 @@ class Services:
     api_budget: Budget
     rate_limit_audit: Budget
     keys: DerivedKeys
+    jwt_keys: JwtKeyStore
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -131,7 +136,16 @@ class Services:
             api_budget=limiter.budget("api", s.api_rate_limit),
             rate_limit_audit=limiter.budget("rate-limit-audit", "1/minute"),
             keys=keys,
+            jwt_keys=JwtKeyStore(db, keyring, jwt),
         )
+
+    async def start(self) -> None:
+        """Load the shared JWT signing keys. With the database away, start anyway on the
+        initial key (readyz says 503); the periodic reload picks the keys up later."""
+        try:
+            await self.jwt_keys.load()
+        except (DBAPIError, OSError) as exc:
+            log.warning("jwt_keys_not_loaded", error_type=type(exc).__name__)
 
     async def aclose(self) -> None:
         await self.http.aclose()

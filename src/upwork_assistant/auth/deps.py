@@ -17,6 +17,7 @@ from ..security.ratelimit import Budget, RateLimitExceeded
 from ..services import Services
 from .errors import AuthError
 from .sessions import TOUCH_EVERY
+from .tokens import UnknownKey
 
 
 def get_services(request: Request) -> Services:
@@ -67,6 +68,13 @@ async def authenticate(request: Request, svc: Services) -> Principal | None:
         return None
     try:
         claims = svc.jwt.verify(token)
+    except UnknownKey:
+        # Maybe a key another instance just added: reload (throttled) and try once more.
+        await svc.jwt_keys.reload_if_due(force=True)
+        try:
+            claims = svc.jwt.verify(token)
+        except jwt.InvalidTokenError:
+            return None
     except jwt.InvalidTokenError:
         return None
     async with svc.db.session() as db:

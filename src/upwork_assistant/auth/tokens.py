@@ -8,12 +8,25 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 from jwt.algorithms import OKPAlgorithm
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from ..db.engine import Database
+from ..db.models import JwtSigningKey
+from ..db.types import utcnow
+from ..security.keys import KeyRing, Sealed
 
 ALGORITHM = "EdDSA"
 
@@ -25,17 +38,38 @@ class AccessClaims:
     expires_at: int
 
 
+def key_id(private_key: Ed25519PrivateKey) -> str:
+    raw = private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return base64.urlsafe_b64encode(hashlib.sha256(raw).digest()[:12]).decode()
+
+
 class JWTIssuer:
+    """Signs with the newest key it knows; verifies with any known key (by ``kid``).
+
+    Keys live in the database (``jwt_signing_keys``, see :class:`JwtKeyStore`) so that every
+    instance signs and verifies with the same set and keys can rotate: a new key signs, the
+    old one keeps verifying until its tokens have expired. Until keys are loaded, the key
+    derived from SECRET_KEY (also the first key stored) is used."""
+
     def __init__(
         self, private_key: Ed25519PrivateKey, *, issuer: str, audience: str, ttl_seconds: int
     ) -> None:
-        self._private = private_key
-        self._public = private_key.public_key()
-        raw = self._public.public_bytes(Encoding.Raw, PublicFormat.Raw)
-        self.kid = base64.urlsafe_b64encode(hashlib.sha256(raw).digest()[:12]).decode()
         self.issuer = issuer
         self.audience = audience
         self.ttl = ttl_seconds
+        self.initial_key = private_key
+        self._keys: dict[str, Ed25519PrivateKey] = {}
+        self.kid = ""
+        self.use_keys([private_key])
+
+    def use_keys(self, keys: list[Ed25519PrivateKey]) -> None:
+        """Install keys, oldest first: the last one signs."""
+        self._keys = {key_id(k): k for k in keys}
+        self.kid = key_id(keys[-1])
+
+    @property
+    def kids(self) -> list[str]:
+        return list(self._keys)
 
     def issue(self, user_id: str, session_id: str) -> tuple[str, int]:
         now = int(time.time())
@@ -49,14 +83,21 @@ class JWTIssuer:
             "aud": self.audience,
             "jti": secrets.token_urlsafe(16),
         }
-        token = jwt.encode(claims, self._private, algorithm=ALGORITHM, headers={"kid": self.kid})
+        token = jwt.encode(
+            claims, self._keys[self.kid], algorithm=ALGORITHM, headers={"kid": self.kid}
+        )
         return token, exp
 
     def verify(self, token: str) -> AccessClaims:
-        """Raises ``jwt.InvalidTokenError`` for anything but a valid, current token of ours."""
+        """Raises ``jwt.InvalidTokenError`` for anything but a valid, current token of ours
+        (``UnknownKey`` when it names a key this process does not know yet)."""
+        kid = jwt.get_unverified_header(token).get("kid")
+        key = self._keys.get(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise UnknownKey(str(kid)[:40])
         claims = jwt.decode(
             token,
-            self._public,
+            key.public_key(),
             algorithms=[ALGORITHM],
             audience=self.audience,
             issuer=self.issuer,
@@ -69,6 +110,86 @@ class JWTIssuer:
         return AccessClaims(sub, sid, int(claims["exp"]))
 
     def jwks(self) -> dict[str, Any]:
-        jwk = json.loads(OKPAlgorithm.to_jwk(self._public))
-        jwk.update({"kid": self.kid, "use": "sig", "alg": ALGORITHM})
-        return {"keys": [jwk]}
+        keys = []
+        for kid, private in self._keys.items():
+            jwk = json.loads(OKPAlgorithm.to_jwk(private.public_key()))
+            jwk.update({"kid": kid, "use": "sig", "alg": ALGORITHM})
+            keys.append(jwk)
+        return {"keys": keys}
+
+
+class UnknownKey(jwt.InvalidTokenError):
+    """The token names a signing key this process has not loaded (maybe a new one)."""
+
+
+class JwtKeyStore:
+    """The signing keys in the database, private parts encrypted with the key ring."""
+
+    RELOAD_EVERY = 30.0  # seconds between reloads; an unknown kid may trigger one sooner
+
+    def __init__(self, db: Database, keyring: KeyRing, issuer: JWTIssuer) -> None:
+        self._db = db
+        self._keyring = keyring
+        self._issuer = issuer
+        self._loaded_at = 0.0
+
+    @staticmethod
+    def _aad(kid: str) -> str:
+        return f"jwt-key:{kid}"
+
+    def _row(self, key: Ed25519PrivateKey) -> JwtSigningKey:
+        kid = key_id(key)
+        raw = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        sealed = self._keyring.encrypt(base64.b64encode(raw).decode(), aad=self._aad(kid))
+        return JwtSigningKey(kid=kid, private_kid=sealed.key_id, private_ct=sealed.ciphertext)
+
+    async def load(self) -> None:
+        """Load every key (storing the initial one when there is none yet)."""
+        async with self._db.session() as db:
+            rows = list(
+                (
+                    await db.execute(select(JwtSigningKey).order_by(JwtSigningKey.created_at))
+                ).scalars()
+            )
+        if not rows:
+            try:
+                async with self._db.write() as db:
+                    db.add(self._row(self._issuer.initial_key))
+            except IntegrityError:
+                pass  # another instance stored it first: the same key
+            await self.load()
+            return
+        keys = []
+        for row in rows:
+            raw = self._keyring.decrypt(
+                Sealed(row.private_kid, row.private_ct), aad=self._aad(row.kid)
+            )
+            keys.append(Ed25519PrivateKey.from_private_bytes(base64.b64decode(raw)))
+        self._issuer.use_keys(keys)
+        self._loaded_at = time.monotonic()
+
+    async def reload_if_due(self, force: bool = False) -> None:
+        """Pick up keys other instances added; at most every few seconds when forced."""
+        age = time.monotonic() - self._loaded_at
+        if age > self.RELOAD_EVERY or (force and age > 2.0):
+            await self.load()
+
+    async def rotate(self, keep_for: timedelta) -> str:
+        """Add a new signing key; drop keys whose tokens have all expired."""
+        new = Ed25519PrivateKey.generate()
+        now = utcnow()
+        async with self._db.write() as db:
+            rows = list(
+                (
+                    await db.execute(select(JwtSigningKey).order_by(JwtSigningKey.created_at))
+                ).scalars()
+            )
+            db.add(self._row(new))
+            # A key retired before `now - keep_for` signed nothing still valid.
+            for row in rows:
+                if row.retired_at is None:
+                    row.retired_at = now
+                elif row.retired_at < now - keep_for:
+                    await db.delete(row)
+        await self.load()
+        return key_id(new)

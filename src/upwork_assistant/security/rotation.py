@@ -1,0 +1,120 @@
+"""Key rotation for encryption at rest.
+
+Every ciphertext is stored beside the id of the key that made it. Rotating means: put a new
+key first in ``TOKEN_ENCRYPTION_KEYS`` (on every instance), then re-encrypt every stored
+ciphertext under it, in small committed batches, so an interrupted run simply continues
+where it stopped. A key may leave the ring once ``keys status`` shows no ciphertext using it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..db.engine import Database
+from ..db.models import JwtSigningKey, UpworkConnection, User, UserSession
+from .keys import KeyRing, Sealed
+
+
+@dataclass(frozen=True)
+class CipherColumn:
+    model: Any
+    pk: str
+    kid: str
+    ct: str
+    aad: Callable[[Any], str] | None  # None: short-lived, cleared instead of re-encrypted
+
+    @property
+    def label(self) -> str:
+        return f"{self.model.__tablename__}.{self.ct}"
+
+
+COLUMNS = [
+    CipherColumn(
+        UpworkConnection,
+        "user_id",
+        "access_token_kid",
+        "access_token_ct",
+        lambda r: f"upwork-token:{r.user_id}:access",
+    ),
+    CipherColumn(
+        UpworkConnection,
+        "user_id",
+        "refresh_token_kid",
+        "refresh_token_ct",
+        lambda r: f"upwork-token:{r.user_id}:refresh",
+    ),
+    CipherColumn(User, "id", "mfa_secret_kid", "mfa_secret_ct", lambda r: f"mfa-secret:{r.id}"),
+    CipherColumn(User, "id", "mfa_pending_kid", "mfa_pending_ct", lambda r: f"mfa-secret:{r.id}"),
+    CipherColumn(JwtSigningKey, "kid", "private_kid", "private_ct", lambda r: f"jwt-key:{r.kid}"),
+    # The refresh grace pair lives a few seconds: cleared, not re-encrypted.
+    CipherColumn(UserSession, "id", "grace_kid", "grace_ct", None),
+]
+
+
+async def key_usage(db: AsyncSession) -> dict[str, Counter[str]]:
+    """For each key id, how many ciphertexts of each kind use it."""
+    usage: dict[str, Counter[str]] = {}
+    for col in COLUMNS:
+        kid = getattr(col.model, col.kid)
+        rows = await db.execute(select(kid, func.count()).where(kid.is_not(None)).group_by(kid))
+        for key_id, n in rows:
+            usage.setdefault(key_id, Counter())[col.label] += n
+    return usage
+
+
+async def unknown_keys(db: AsyncSession, ring: KeyRing) -> dict[str, int]:
+    """Key ids used by stored ciphertexts but missing from the ring (data that cannot be
+    read: the ring must keep them until ``keys rotate`` has moved everything)."""
+    usage = await key_usage(db)
+    return {kid: sum(c.values()) for kid, c in usage.items() if kid not in ring.key_ids}
+
+
+async def reencrypt(database: Database, ring: KeyRing, batch: int = 200) -> Counter[str]:
+    """Move every ciphertext to the ring's primary key; resumable; returns counts."""
+    done: Counter[str] = Counter()
+    for col in COLUMNS:
+        kid_attr = getattr(col.model, col.kid)
+        ct_attr = getattr(col.model, col.ct)
+        pk_attr = getattr(col.model, col.pk)
+        while True:
+            async with database.write() as db:
+                rows = list(
+                    (
+                        await db.execute(
+                            select(col.model)
+                            .where(kid_attr.is_not(None), kid_attr != ring.primary_id)
+                            .limit(batch)
+                        )
+                    ).scalars()
+                )
+                if not rows:
+                    break
+                for row in rows:
+                    old_kid, old_ct = getattr(row, col.kid), getattr(row, col.ct)
+                    if col.aad is None:
+                        values = {col.kid: None, col.ct: None}
+                    else:
+                        plain = ring.decrypt(Sealed(old_kid, old_ct), aad=col.aad(row))
+                        sealed = ring.encrypt(plain, aad=col.aad(row))
+                        values = {col.kid: sealed.key_id, col.ct: sealed.ciphertext}
+                    # Compare-and-swap: a value written meanwhile (already new) is kept.
+                    await db.execute(
+                        update(col.model)
+                        .where(
+                            and_(
+                                pk_attr == getattr(row, col.pk),
+                                kid_attr == old_kid,
+                                ct_attr == old_ct,
+                            )
+                        )
+                        .values(**values)
+                        .execution_options(synchronize_session=False)
+                    )
+                    done[col.label] += 1
+    return done
