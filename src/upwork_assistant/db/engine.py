@@ -21,9 +21,15 @@ from sqlalchemy.pool import ConnectionPoolEntry
 IMMEDIATE = "upwork_assistant_write"
 
 
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
 def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     # Let SQLAlchemy's "begin" event below emit BEGIN itself (the pysqlite recipe).
     dbapi_conn.isolation_level = None  # type: ignore[attr-defined]
+    # SQLite's lower() knows only ASCII; PostgreSQL's knows Unicode: make them agree.
+    dbapi_conn.create_function("lower", 1, _lower, deterministic=True)  # type: ignore[attr-defined]
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")

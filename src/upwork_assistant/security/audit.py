@@ -116,9 +116,13 @@ async def record(
         await db.execute(select(AuditChainHead).where(AuditChainHead.id == 1).with_for_update())
     ).scalar_one_or_none()
     if head is None:
-        head = AuditChainHead(id=1, last_event_id=0, last_hash=GENESIS)
+        # First chained record (records from before tamper evidence keep their ids).
+        last = await db.scalar(select(func.max(AuditEvent.id)))
+        head = AuditChainHead(id=1, last_event_id=last or 0, last_hash=GENESIS)
         db.add(head)
     event = AuditEvent(
+        # Ids follow the chain and never repeat, even after pruning (SQLite would reuse).
+        id=head.last_event_id + 1,
         created_at=utcnow(),
         event_type=event_type,
         user_id=user_id,

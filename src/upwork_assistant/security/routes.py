@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
 from sqlalchemy import func, or_, select
 
 from ..auth.deps import AdminDep, MetaDep, PrincipalDep, ServicesDep
@@ -20,6 +20,21 @@ from .audit import RequestMeta
 router = APIRouter(tags=["security"])
 
 Limit = Annotated[int, Query(ge=1, le=200)]
+#: Record ids and offsets: well inside every database's integer range.
+BigId = Annotated[int | None, Query(ge=1, le=2**62)]
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("date is out of range") from None
+
+
+#: A moment with its UTC offset (e.g. 2026-11-27T10:00:00Z), normalised to UTC.
+Moment = Annotated[AwareDatetime | None, AfterValidator(_utc)]
 
 
 def event_json(event: AuditEvent, with_user: bool = False) -> dict[str, Any]:
@@ -74,9 +89,9 @@ async def my_logs(
     principal: PrincipalDep,
     svc: ServicesDep,
     type: str | None = Query(None, max_length=64),
-    since: datetime | None = None,
-    until: datetime | None = None,
-    before: int | None = Query(None, ge=1),
+    since: Moment = None,
+    until: Moment = None,
+    before: BigId = None,
     limit: Limit = 50,
 ) -> dict[str, Any]:
     """Your own security events, newest first. Page with ``before=<next_before>``."""
@@ -98,9 +113,9 @@ async def all_logs(
     svc: ServicesDep,
     user_id: str | None = Query(None, max_length=36),
     type: str | None = Query(None, max_length=64),
-    since: datetime | None = None,
-    until: datetime | None = None,
-    before: int | None = Query(None, ge=1),
+    since: Moment = None,
+    until: Moment = None,
+    before: BigId = None,
     limit: Limit = 50,
 ) -> dict[str, Any]:
     """Every security event (admins), filtered by user, type and time."""
@@ -208,7 +223,7 @@ async def list_users(
     svc: ServicesDep,
     q: str | None = Query(None, max_length=200),
     limit: Limit = 50,
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=2**62),
 ) -> dict[str, Any]:
     """Users, newest first; ``q`` searches name, email, Upwork id and user id."""
     return await search_users(svc, q, limit, offset)
