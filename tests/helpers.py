@@ -32,8 +32,14 @@ def serve(app: ASGIApp, sock: socket.socket | None = None) -> Iterator[str]:
     """Serve ``app`` with a real uvicorn server in a thread; yield its base URL."""
     sock = sock or bound_socket()
     port = sock.getsockname()[1]
+    # As `upwork-assistant serve` does: uvicorn itself never believes X-Forwarded-*.
     config = uvicorn.Config(
-        app, log_config=None, access_log=True, lifespan="on", timeout_graceful_shutdown=2
+        app,
+        log_config=None,
+        access_log=True,
+        lifespan="on",
+        timeout_graceful_shutdown=2,
+        proxy_headers=False,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

@@ -111,7 +111,7 @@ def test_deletion_is_detected(running: RunningApp) -> None:
 
 def test_insertion_is_detected(running: RunningApp) -> None:
     make_activity(running)
-    prev, chain = rows(
+    _prev, chain = rows(
         running.db_path, "SELECT prev_hash, chain_hash FROM audit_events WHERE id=2"
     )[0]
     rows(
@@ -182,7 +182,7 @@ def test_events_are_json_log_lines_too(
 
 
 def test_own_logs_filtered_and_paginated(running: RunningApp) -> None:
-    alex, alex_id = sign_in(running, SANDBOX_USERS["alex"])
+    alex, _ = sign_in(running, SANDBOX_USERS["alex"])
     sign_in(running, SANDBOX_USERS["alex"])
     olena, _ = sign_in(running, SANDBOX_USERS["olena"])
     mine = alex.get("/api/security/logs", headers=JSON).json()

@@ -199,7 +199,9 @@ def test_dead_refresh_token_needs_reauth_then_reconnect(running: RunningApp, how
     [
         ({"token_status": 500}, "token_exchange_failed", 502),
         ({"token_non_json": True}, "token_exchange_failed", 502),
-        ({"token_delay": 2.0}, "upwork_unavailable", 503),
+        # Non-rotating here: a refresh Upwork completes after we gave up would otherwise
+        # rotate the pair away (see docs/upwork-tokens.md), and recovery would race it.
+        ({"token_delay": 2.0, "rotate_refresh_token": False}, "upwork_unavailable", 503),
     ],
 )
 def test_failed_refresh_keeps_the_working_pair(

@@ -1,0 +1,73 @@
+"""Deleting an account: everything personal goes, the security log stays whole."""
+
+from __future__ import annotations
+
+from .conftest import SANDBOX_USERS, RunningApp
+from .helpers import count, rows
+from .test_mfa import code_at, enable_mfa
+from .test_security_log import verify
+from .upwork_helpers import JSON, csrf_headers, sign_in
+
+
+def test_delete_account_removes_everything_and_anonymises_the_log(running: RunningApp) -> None:
+    browser, user_id = sign_in(running, SANDBOX_USERS["olena"])
+    other, other_id = sign_in(running, SANDBOX_USERS["alex"])
+    no_csrf = browser.client.delete("/api/account", headers=JSON)
+    assert no_csrf.status_code == 403
+    r = browser.client.delete("/api/account", headers=csrf_headers(browser))
+    assert r.status_code == 200 and r.json() == {"deleted": True}
+    assert browser.get("/api/auth/me", headers=JSON).status_code == 401
+
+    for table, column in (
+        ("users", "id"),
+        ("upwork_connections", "user_id"),
+        ("sessions", "user_id"),
+        ("profile_syncs", "user_id"),
+    ):
+        assert rows(
+            running.db_path,
+            f"SELECT count(*) FROM {table} WHERE {column}=?",  # noqa: S608
+            user_id,
+        ) == [(0,)]
+    assert rows(running.db_path, "SELECT count(*) FROM audit_events WHERE user_id=?", user_id) == [
+        (0,)
+    ]
+    anonymised = rows(
+        running.db_path,
+        "SELECT ip, user_agent, session_id FROM audit_events WHERE anonymised_at IS NOT NULL",
+    )
+    assert anonymised and all(r == (None, None, None) for r in anonymised)
+    assert rows(
+        running.db_path, "SELECT count(*) FROM audit_events WHERE event_type='account.deleted'"
+    ) == [(1,)]
+    raw = running.db_path.read_bytes()
+    assert "Олена".encode() not in raw and b"olena.kovalenko" not in raw
+    assert verify(running).ok  # anonymising kept the chain whole
+
+    # The other user is untouched; signing in again makes a fresh account.
+    assert other.get("/api/auth/me", headers=JSON).json()["id"] == other_id
+    again = browser.get(
+        browser.decide(browser.start_sign_in(), SANDBOX_USERS["olena"]), headers=JSON
+    ).json()
+    assert again["created"] is True and again["user"]["id"] != user_id
+    assert count(running.db_path, "users") == 2
+
+
+def test_delete_account_with_mfa_needs_a_fresh_code(running: RunningApp) -> None:
+    browser, _ = sign_in(running, SANDBOX_USERS["alex"])
+    secret, _ = enable_mfa(browser)
+    missing = browser.client.delete("/api/account", headers=csrf_headers(browser))
+    assert missing.status_code == 400 and missing.json()["error"] == "mfa_code_required"
+    wrong = browser.client.request(
+        "DELETE",
+        "/api/account",
+        headers=csrf_headers(browser),
+        json={"code": "000000" if code_at(secret, 1) != "000000" else "111111"},
+    )
+    assert wrong.status_code == 400
+    ok = browser.client.request(
+        "DELETE", "/api/account", headers=csrf_headers(browser), json={"code": code_at(secret, 1)}
+    )
+    assert ok.status_code == 200
+    assert count(running.db_path, "users") == 0
+    assert count(running.db_path, "mfa_backup_codes") == 0
