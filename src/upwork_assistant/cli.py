@@ -133,10 +133,14 @@ app.add_typer(audit_app, name="audit")
 
 def _run_with_services(work: Callable[[Services], Awaitable[int]]) -> None:
     """Build the app's services from the environment, run ``work``, exit with its code."""
+    from .app import configure_logging
+
     try:
-        services = Services.build(get_settings())
+        settings = get_settings()
+        services = Services.build(settings)
     except ConfigError as exc:
         _fail(exc)
+    configure_logging(settings.log_level)
 
     async def run() -> int:
         try:
