@@ -207,3 +207,27 @@ def test_every_cookie_authenticated_unsafe_route_needs_csrf(running: RunningApp)
     # The session is untouched by all of that.
     assert alex.get("/api/auth/me", headers=JSON).status_code == 200
     assert rows(running.db_path, "SELECT count(*) FROM sessions WHERE revoked_at IS NULL") == [(1,)]
+
+
+def test_user_data_routes_show_only_your_own(running: RunningApp) -> None:
+    alex, alex_id = sign_in(running, SANDBOX_USERS["alex"])
+    olena, olena_id = sign_in(running, SANDBOX_USERS["olena"])
+    for browser, me, other in ((alex, alex_id, olena_id), (olena, olena_id, alex_id)):
+        assert browser.get("/api/auth/me", headers=JSON).json()["id"] == me
+        for path in (
+            "/api/upwork/profile",
+            "/api/upwork/connection",
+            "/api/security/sessions",
+            "/api/security/logs",
+            "/api/security/mfa",
+        ):
+            body = browser.get(path, headers=JSON).text
+            assert other not in body, path
+        profile = browser.get("/api/upwork/profile", headers=JSON).json()
+        expected = SANDBOX_USERS["alex"] if me == alex_id else SANDBOX_USERS["olena"]
+        assert profile["upwork_id"] == expected
+    # Another user's session id in your request: 404, and nothing happens to it.
+    alex_session = alex.get("/api/security/sessions", headers=JSON).json()[0]["id"]
+    r = olena.client.delete(f"/api/security/sessions/{alex_session}", headers=csrf_headers(olena))
+    assert r.status_code == 404
+    assert alex.get("/api/auth/me", headers=JSON).status_code == 200
