@@ -174,3 +174,13 @@ def test_production_sandbox_only_when_allowed(
         _ = get_settings().secrets
     monkeypatch.setenv("ALLOW_SANDBOX_IN_PRODUCTION", "true")
     assert get_settings().secrets.secret_key == "k" * 48
+
+
+def test_production_refuses_plain_http_upwork_endpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = production_env(tmp_path, UPWORK_TOKEN_URL="http://upwork.example/token")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ConfigError, match="UPWORK_TOKEN_URL"):
+        _ = get_settings().secrets

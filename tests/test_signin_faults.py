@@ -248,3 +248,16 @@ def test_upwork_unreachable(app_factory: AppFactory) -> None:
     result = browser.get("/api/auth/upwork/callback", params={"code": "c", "state": state})
     assert_browser_error(browser, result, "upwork_unavailable")
     dead.close()
+
+
+def test_unused_code_injected_into_another_flow_is_rejected(running: RunningApp) -> None:
+    """RFC 9700 4.5: a stolen, still unused code fails in the attacker's own flow (PKCE)."""
+    victim = running.browser()
+    stolen = callback_params(victim.decide(victim.start_sign_in(), SANDBOX_USERS["olena"]))
+    attacker = running.browser()
+    own = callback_params(attacker.decide(attacker.start_sign_in(), SANDBOX_USERS["alex"]))
+    r = attacker.get(
+        "/api/auth/upwork/callback", params={"code": stolen["code"], "state": own["state"]}
+    )
+    assert_browser_error(attacker, r, "code_rejected")
+    assert_nothing_written(running)

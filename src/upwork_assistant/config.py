@@ -115,6 +115,8 @@ class Settings(BaseSettings):
 
     access_token_ttl_seconds: int = Field(default=900, ge=30, le=86400)
     session_ttl_days: int = Field(default=30, ge=1, le=365)
+    #: However active, a session ends this many days after its sign-in.
+    session_max_days: int = Field(default=90, ge=1, le=3650)
     #: How long a just-rotated refresh token still gives the same new pair to the same
     #: client racing itself (RFC 9700 4.14); outside it, reuse revokes the session.
     refresh_grace_seconds: float = Field(default=5.0, ge=0, le=60)
@@ -305,6 +307,20 @@ def resolve_secrets(settings: Settings) -> ResolvedSecrets:
             raise ConfigError(
                 "APP_ENV=production refuses to start with an http APP_BASE_URL: serve it "
                 "over https (cookies are Secure and __Host- prefixed there)."
+            )
+        plain = [
+            name
+            for name, url in (
+                ("UPWORK_REDIRECT_URI", settings.redirect_uri),
+                ("UPWORK_AUTHORIZE_URL", settings.upwork_authorize_url),
+                ("UPWORK_TOKEN_URL", settings.upwork_token_url),
+                ("UPWORK_GRAPHQL_URL", settings.upwork_graphql_url),
+            )
+            if not settings.sandbox_mode and not url.startswith("https://")
+        ]
+        if plain:
+            raise ConfigError(
+                "APP_ENV=production refuses plain-http Upwork endpoints: " + ", ".join(plain)
             )
     if not missing:
         assert settings.secret_key and settings.token_encryption_keys

@@ -111,7 +111,12 @@ class Services:
             jwt=jwt,
             csrf=CsrfGuard(keys.csrf),
             sessions=SessionService(
-                keys.token_hash, s.session_ttl_days, keyring, jwt, s.refresh_grace_seconds
+                keys.token_hash,
+                s.session_ttl_days,
+                keyring,
+                jwt,
+                s.refresh_grace_seconds,
+                s.session_max_days,
             ),
             mfa=MfaService(db, keyring, keys.mfa_cookie, MfaPolicy()),
             flows=FlowStore(keys.flow_cookie, s.oauth_flow_ttl_seconds, s.cookies.flow_prefix),

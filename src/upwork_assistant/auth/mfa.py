@@ -203,6 +203,7 @@ class MfaService:
         """Check a TOTP or backup code for a user with MFA on. Returns "totp" or "backup";
         raises AuthError (wrong, reused, malformed code) or MfaLocked."""
         kind, value = normalise_code(code)
+        replayed = False
         async with self._db.write() as db:
             user = await self._user(db, user_id)
             if not user.mfa_enabled:
@@ -212,14 +213,18 @@ class MfaService:
                 secret = self._open(user_id, user.mfa_secret_kid, user.mfa_secret_ct) or ""
                 if _match_totp(secret, value, None) is not None:
                     step = _match_totp(secret, value, user.mfa_last_step)
-                    if step is None:
-                        raise AuthError("mfa_code_reused")
-                    user.mfa_last_step = step
-                    return "totp"
+                    if step is not None:
+                        user.mfa_last_step = step
+                        return "totp"
+                    # A right code used before: refused and logged, not counted as a guess.
+                    await audit.record(db, audit.MFA_CODE_REUSED, meta, user_id=user_id)
+                    replayed = True
             elif await self._use_backup_code(db, user_id, value):
                 await audit.record(db, audit.MFA_BACKUP_CODE_USED, meta, user_id=user_id)
                 return "backup"
-            locked = await self._fail(db, user, challenge_id, meta)
+            locked = False if replayed else await self._fail(db, user, challenge_id, meta)
+        if replayed:
+            raise AuthError("mfa_code_reused")
         if locked:
             raise MfaLocked(int(self.policy.window.total_seconds()))
         raise AuthError("mfa_invalid_code")

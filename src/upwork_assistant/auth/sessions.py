@@ -61,10 +61,17 @@ def describe_user_agent(user_agent: str | None) -> str:
 
 class SessionService:
     def __init__(
-        self, hash_key: bytes, ttl_days: int, keyring: KeyRing, jwt: JWTIssuer, grace_seconds: float
+        self,
+        hash_key: bytes,
+        ttl_days: int,
+        keyring: KeyRing,
+        jwt: JWTIssuer,
+        grace_seconds: float,
+        max_days: int = 90,
     ) -> None:
         self._hash_key = hash_key
         self.ttl = timedelta(days=ttl_days)
+        self.max_age = timedelta(days=max_days)
         self._keyring = keyring
         self._jwt = jwt
         self.grace = timedelta(seconds=grace_seconds)
@@ -131,7 +138,8 @@ class SessionService:
                 grace_kid=pair.key_id,
                 grace_ct=pair.ciphertext,
                 last_seen_at=now,
-                expires_at=now + self.ttl,
+                # Idle limit, but never past the absolute limit counted from sign-in.
+                expires_at=min(now + self.ttl, session.created_at + self.max_age),
                 ip=meta.ip,
             )
             .execution_options(synchronize_session=False)

@@ -1,0 +1,181 @@
+"""Our access tokens refuse every forgery; sessions end at their absolute limit; and other
+details the security page promises."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from .conftest import SANDBOX_USERS, AppFactory, RunningApp
+from .helpers import rows
+from .upwork_helpers import JSON, audit_events, sign_in, sqlite_time
+
+
+def me_with(app: RunningApp, token: str) -> int:
+    return httpx.get(
+        f"{app.url}/api/auth/me", headers={"Authorization": f"Bearer {token}"}
+    ).status_code
+
+
+def b64(data: dict[str, object]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def test_forged_and_stale_access_tokens_are_refused(running: RunningApp) -> None:
+    browser, _ = sign_in(running, SANDBOX_USERS["alex"])
+    token = browser.client.cookies["access_token"]
+    header = jwt.get_unverified_header(token)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert me_with(running, token) == 200
+
+    stranger = Ed25519PrivateKey.generate()
+
+    def signed(**changes: object) -> str:
+        return jwt.encode(
+            {**claims, **changes}, stranger, algorithm="EdDSA", headers={"kid": header["kid"]}
+        )
+
+    h, p, s = token.split(".")
+    forgeries = {
+        "wrong key": signed(),
+        "alg none": f"{b64({'alg': 'none', 'kid': header['kid']})}.{p}.",
+        "HS256 with the public key": jwt.encode(
+            claims, "k" * 32, algorithm="HS256", headers={"kid": header["kid"]}
+        ),
+        "tampered payload": f"{h}.{b64({**claims, 'sub': 'someone-else'})}.{s}",
+        "tampered signature": f"{h}.{p}.{s[:-4]}AAAA",
+    }
+    for name, forged in forgeries.items():
+        assert me_with(running, forged) == 401, name
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"exp": int(time.time()) - 60},
+        {"aud": "someone-else"},
+        {"iss": "https://evil.example"},
+        {"sid": "no-such-session"},
+    ],
+)
+def test_tokens_with_wrong_claims_are_refused(
+    running: RunningApp, change: dict[str, object]
+) -> None:
+    """Signed with our own key (as a stolen key would), but expired or for elsewhere."""
+    import asyncio
+
+    from upwork_assistant.services import Services
+
+    browser, user_id = sign_in(running, SANDBOX_USERS["alex"])
+    sid = rows(running.db_path, "SELECT id FROM sessions")[0][0]
+
+    async def forge() -> str:
+        svc = Services.build(running.settings)
+        try:
+            await svc.jwt_keys.load()
+            token, _ = svc.jwt.issue(user_id, sid)
+            claims = jwt.decode(token, options={"verify_signature": False})
+            key = svc.jwt._keys[svc.jwt.kid]
+            return jwt.encode(
+                {**claims, **change}, key, algorithm="EdDSA", headers={"kid": svc.jwt.kid}
+            )
+        finally:
+            await svc.aclose()
+
+    assert me_with(running, asyncio.run(forge())) == 401
+    del browser
+
+
+def test_session_has_an_absolute_lifetime(app_factory: AppFactory) -> None:
+    app = app_factory(session_max_days=1)
+    browser, _ = sign_in(app, SANDBOX_USERS["alex"])
+    refresh = browser.client.cookies.get("refresh_token", path="/api/auth") or ""
+    csrf = browser.client.cookies["csrf_token"]
+    headers = {**JSON, "X-CSRF-Token": csrf, "User-Agent": browser.client.headers["user-agent"]}
+    r = httpx.post(
+        f"{app.url}/api/auth/refresh", headers=headers, cookies={"refresh_token": refresh}
+    )
+    assert r.status_code == 200
+    expires = rows(app.db_path, "SELECT expires_at, created_at FROM sessions")[0]
+    assert expires[0] <= sqlite_time(datetime.now(UTC) + timedelta(days=1, seconds=5))
+    # A session signed in more than the maximum ago cannot be refreshed any further.
+    rows(
+        app.db_path,
+        "UPDATE sessions SET created_at=?, expires_at=?",
+        sqlite_time(datetime.now(UTC) - timedelta(days=2)),
+        sqlite_time(datetime.now(UTC) - timedelta(seconds=1)),
+    )
+    again = httpx.post(
+        f"{app.url}/api/auth/refresh",
+        headers=headers,
+        cookies={"refresh_token": r.cookies["refresh_token"]},
+    )
+    assert again.status_code == 401
+
+
+def test_refresh_tokens_are_long_random_values(running: RunningApp) -> None:
+    seen = set()
+    for _ in range(3):
+        browser, _ = sign_in(running, SANDBOX_USERS["alex"])
+        token = browser.client.cookies.get("refresh_token", path="/api/auth") or ""
+        assert len(token) >= 43  # 256 bits in URL-safe base64
+        seen.add(token)
+    assert len(seen) == 3
+
+
+def test_replayed_totp_is_logged(running: RunningApp) -> None:
+    from .test_mfa import code_at, enable_mfa, sign_out, start_mfa_sign_in, submit
+
+    browser, _ = sign_in(running, SANDBOX_USERS["olena"])
+    secret, _ = enable_mfa(browser)
+    sign_out(browser)
+    start_mfa_sign_in(browser, SANDBOX_USERS["olena"])
+    r = submit(browser, code_at(secret), as_json=True)  # the code used to turn MFA on
+    assert r.json()["error"] == "mfa_code_reused"
+    assert len(audit_events(running.db_path, "mfa.code_reused")) == 1
+    assert audit_events(running.db_path, "mfa.failed") == []  # not counted as a guess
+
+
+def test_headers_frame_ancestors_and_hsts(app_factory: AppFactory) -> None:
+    app = app_factory(
+        app_base_url="https://assistant.example.com", upwork_client_id="c", upwork_client_secret="s"
+    )
+    r = httpx.get(f"{app.url}/")
+    assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+    assert r.headers["strict-transport-security"] == "max-age=31536000; includeSubDomains"
+    assert r.headers["referrer-policy"] == "strict-origin-when-cross-origin"
+
+
+def test_client_secret_never_logged(
+    app_factory: AppFactory,
+    sandbox_factory,  # type: ignore[no-untyped-def]
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from .helpers import bound_socket
+
+    caplog.set_level(logging.DEBUG)
+    sock = bound_socket()
+    port = sock.getsockname()[1]
+    sb = sandbox_factory([f"http://127.0.0.1:{port}/api/auth/upwork/callback"])
+    app = app_factory(
+        sock=sock,
+        upwork_client_id=sb.client_id,
+        upwork_client_secret=sb.client_secret,
+        upwork_authorize_url=f"{sb.url}/ab/account-security/oauth2/authorize",
+        upwork_token_url=f"{sb.url}/api/v3/oauth2/token",
+        upwork_graphql_url=f"{sb.url}/graphql",
+    )
+    sign_in(app, SANDBOX_USERS["alex"])
+    sb.faults(token_status=500)
+    browser = app.browser()
+    browser.get(browser.decide(browser.start_sign_in()))
+    assert sb.client_secret not in caplog.text
+    assert app.settings.secrets.secret_key not in caplog.text
