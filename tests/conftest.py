@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import socket
@@ -16,7 +17,7 @@ from upwork_assistant.config import Settings
 from upwork_assistant.db.migrate import upgrade
 from upwork_assistant.sandbox import SandboxClient, SandboxConfig, SandboxUser, create_sandbox_app
 
-from .helpers import Browser, bound_socket, serve
+from .helpers import Browser, TestDb, bound_socket, serve
 
 ENV_VARS = [
     "APP_ENV",
@@ -48,17 +49,62 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+#: With these set (`make test` does, for its second run), every test gets a PostgreSQL
+#: database of its own and the app shares rate-limit counters through Redis.
+POSTGRES = os.environ.get("TEST_POSTGRES_URL")  # e.g. postgresql://postgres@127.0.0.1:5433
+REDIS = os.environ.get("TEST_REDIS_URL")
+
+
+def _pg_admin(sql: str) -> None:
+    import psycopg
+
+    assert POSTGRES
+    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as conn:
+        conn.execute(sql)  # type: ignore[arg-type]
+
+
 @pytest.fixture(scope="session")
-def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path | str:
+    """A migrated database to copy for each test: a SQLite file or a PostgreSQL template."""
+    if POSTGRES:
+        _pg_admin("DROP DATABASE IF EXISTS ua_template WITH (FORCE)")
+        _pg_admin("CREATE DATABASE ua_template")
+        upgrade(f"{POSTGRES}/ua_template")
+        return "ua_template"
     path = tmp_path_factory.mktemp("template") / "template.db"
     upgrade(f"sqlite:///{path}")
     return path
 
 
+_db_counter = itertools.count()
+
+
+def fresh_database(template: Path | str, data: Path) -> TestDb:
+    if POSTGRES:
+        name = f"ua_test_{os.getpid()}_{next(_db_counter)}"
+        _pg_admin(f"CREATE DATABASE {name} TEMPLATE {template}")
+        return TestDb(f"{POSTGRES}/{name}")
+    path = data / "app.db"
+    shutil.copy(template, path)
+    return TestDb.sqlite(path)
+
+
+def drop_database(db: TestDb) -> None:
+    if db.is_postgres:
+        _pg_admin(f"DROP DATABASE IF EXISTS {db.url.rsplit('/', 1)[1]} WITH (FORCE)")
+
+
+def flush_redis() -> None:
+    if REDIS:
+        import redis
+
+        redis.Redis.from_url(REDIS).flushdb()
+
+
 @dataclass
 class RunningApp:
     url: str
-    db_path: Path
+    db_path: TestDb
     settings: Settings
     app: Any
     browsers: list[Browser] = field(default_factory=list)
@@ -85,7 +131,7 @@ AppFactory = Callable[..., RunningApp]
 
 
 @pytest.fixture
-def app_factory(tmp_path: Path, migrated_template: Path) -> Iterator[AppFactory]:
+def app_factory(tmp_path: Path, migrated_template: Path | str) -> Iterator[AppFactory]:
     """Start the real app (sandbox mode unless told otherwise) on a loopback port."""
     stack: list[Any] = []
 
@@ -94,12 +140,13 @@ def app_factory(tmp_path: Path, migrated_template: Path) -> Iterator[AppFactory]
         port = sock.getsockname()[1]
         data = tmp_path / f"data{len(stack)}"
         data.mkdir()
-        db_path = data / "app.db"
-        shutil.copy(migrated_template, db_path)
+        db = fresh_database(migrated_template, data)
+        flush_redis()
         values: dict[str, Any] = {
             "app_base_url": f"http://127.0.0.1:{port}",
             "data_dir": data,
-            "database_url": f"sqlite:///{db_path}",
+            "database_url": db.url,
+            "redis_url": REDIS,
             "upwork_http_timeout": 5.0,
             # Generous limits: many tests sign in often from 127.0.0.1; the limits
             # themselves are tested with small values in test_hardening.py.
@@ -111,7 +158,7 @@ def app_factory(tmp_path: Path, migrated_template: Path) -> Iterator[AppFactory]
         app = create_app(settings)
         ctx = serve(app, sock)
         url = ctx.__enter__()
-        running = RunningApp(url, db_path, settings, app)
+        running = RunningApp(url, db, settings, app)
         stack.append((ctx, running))
         return running
 
@@ -120,6 +167,7 @@ def app_factory(tmp_path: Path, migrated_template: Path) -> Iterator[AppFactory]
         for b in running.browsers:
             b.close()
         ctx.__exit__(None, None, None)
+        drop_database(running.db_path)
 
 
 @pytest.fixture

@@ -122,10 +122,68 @@ class Browser:
         return self.get(callback)
 
 
-def rows(db_path: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(db_path) as conn:
-        return conn.execute(sql, args).fetchall()
+class TestDb:
+    """A test's own database: a SQLite file, or a PostgreSQL database (when the suite runs
+    with TEST_POSTGRES_URL). Tests read and change it with plain SQL through :func:`rows`,
+    written for SQLite (``?`` placeholders, timestamps as 'YYYY-MM-DD HH:MM:SS.ffffff');
+    results come back in SQLite's shapes whichever database it is."""
+
+    __test__ = False  # not a test class
+
+    def __init__(self, url: str, path: Path | None = None) -> None:
+        self.url = url  # the plain form, as DATABASE_URL takes it
+        self.path = path
+
+    @classmethod
+    def sqlite(cls, path: Path) -> TestDb:
+        return cls(f"sqlite:///{path}", path)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.url.startswith("postgresql")
+
+    def execute(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        if self.path is not None:
+            with sqlite3.connect(self.path) as conn:
+                return conn.execute(sql, args).fetchall()
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute("SET TIME ZONE 'UTC'")
+            cur = conn.execute(sql.replace("?", "%s"), args)  # type: ignore[arg-type]
+            fetched = cur.fetchall() if cur.description else []
+        return [tuple(_sqlite_shape(v) for v in row) for row in fetched]
+
+    def read_bytes(self) -> bytes:
+        """Everything stored, as bytes: to check that no secret is in there in clear."""
+        if self.path is not None:
+            return self.path.read_bytes()
+        tables = [
+            r[0]
+            for r in self.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'", ())
+        ]
+        dump = []
+        for table in tables:
+            dump += [str(r[0]) for r in self.execute(f"SELECT t::text FROM {table} t", ())]  # noqa: S608
+        return "\n".join(dump).encode()
 
 
-def count(db_path: Path, table: str) -> int:
-    return int(rows(db_path, f"SELECT count(*) FROM {table}")[0][0])  # noqa: S608
+def _sqlite_shape(value: Any) -> Any:
+    import json
+    from datetime import UTC, datetime
+
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    if isinstance(value, memoryview):
+        return bytes(value)
+    return value
+
+
+def rows(db: TestDb, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    return db.execute(sql, args)
+
+
+def count(db: TestDb, table: str) -> int:
+    return int(rows(db, f"SELECT count(*) FROM {table}")[0][0])  # noqa: S608

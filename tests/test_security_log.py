@@ -32,7 +32,7 @@ def cli_env(app: RunningApp) -> dict[str, str]:
     env.update(
         {
             "DATA_DIR": str(app.settings.data_dir),
-            "DATABASE_URL": f"sqlite:///{app.db_path}",
+            "DATABASE_URL": app.db_path.url,
             "APP_BASE_URL": app.url,
         }
     )

@@ -198,7 +198,7 @@ def test_revocation_is_seen_at_once_by_another_server_process(running: RunningAp
         {
             "APP_BASE_URL": running.url,  # one deployment: the same issuer
             "DATA_DIR": str(running.settings.data_dir),
-            "DATABASE_URL": f"sqlite:///{running.db_path}",
+            "DATABASE_URL": running.db_path.url,
         }
     )
     cli = str(Path(sys.executable).parent / "upwork-assistant")

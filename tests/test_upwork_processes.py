@@ -75,7 +75,7 @@ def external(
         {
             "APP_BASE_URL": app.url,
             "DATA_DIR": str(app.settings.data_dir),  # the same generated secrets
-            "DATABASE_URL": f"sqlite:///{app.db_path}",
+            "DATABASE_URL": app.db_path.url,
             "UPWORK_RATE_LIMIT": "1000/second",
         }
     )

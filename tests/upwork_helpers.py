@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,7 +12,7 @@ import httpx
 from upwork_assistant.security.keys import KeyRing, Sealed
 
 from .conftest import RunningApp
-from .helpers import Browser, rows
+from .helpers import Browser, TestDb, rows
 
 JSON = {"Accept": "application/json"}
 
@@ -37,14 +36,14 @@ def sync(browser: Browser) -> httpx.Response:
     return browser.post("/api/upwork/profile/sync", headers=csrf_headers(browser))
 
 
-def expire_access(db_path: Path, user_id: str) -> None:
+def expire_access(db_path: TestDb, user_id: str) -> None:
     past = sqlite_time(datetime.now(UTC) - timedelta(minutes=1))
     rows(
         db_path, "UPDATE upwork_connections SET access_expires_at=? WHERE user_id=?", past, user_id
     )
 
 
-def connection_row(db_path: Path, user_id: str) -> dict[str, Any]:
+def connection_row(db_path: TestDb, user_id: str) -> dict[str, Any]:
     names = [
         "access_token_kid",
         "access_token_ct",
@@ -83,7 +82,7 @@ def stored_tokens(app: RunningApp, user_id: str) -> tuple[str, str | None]:
     return access, refresh
 
 
-def audit_events(db_path: Path, event_type: str) -> list[dict[str, Any]]:
+def audit_events(db_path: TestDb, event_type: str) -> list[dict[str, Any]]:
     return [
         json.loads(r[0])
         for r in rows(db_path, "SELECT details FROM audit_events WHERE event_type=?", event_type)
