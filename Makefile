@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint sandbox install clean
+.PHONY: run test test-sqlite test-postgres lint sandbox install clean
 
 # A virtual environment, made once. Debian's own python3 needs python3-venv for this;
 # when it is missing and we are root, install it.
@@ -41,9 +41,20 @@ sandbox: $(VENV)/.installed
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests
 
+# The whole suite twice: on SQLite, then on PostgreSQL + Redis (throwaway servers that
+# scripts/with-services.sh installs when missing, starts on loopback and removes).
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests
+	@echo "== tests on SQLite =="
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+	@echo "== tests on PostgreSQL + Redis =="
+	scripts/with-services.sh $(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-sqlite: $(VENV)/.installed-test
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+test-postgres: $(VENV)/.installed-test
+	scripts/with-services.sh $(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info

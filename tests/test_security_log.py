@@ -116,8 +116,9 @@ def test_insertion_is_detected(running: RunningApp) -> None:
     )[0]
     rows(
         running.db_path,
-        "INSERT INTO audit_events (created_at, event_type, details, prev_hash, chain_hash, "
-        "pii_digest) VALUES ('2026-01-01 00:00:00.000000', 'signin.succeeded', '{}', ?, ?, '')",
+        "INSERT INTO audit_events (id, created_at, event_type, details, prev_hash, chain_hash, "
+        "pii_digest) VALUES (100000, '2026-01-01 00:00:00.000000', 'signin.succeeded', '{}', ?, ?, "
+        "'')",
         chain,
         "f" * 64,
     )

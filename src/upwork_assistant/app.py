@@ -18,7 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
@@ -71,6 +71,15 @@ async def _reload_jwt_keys(services: Services) -> None:
             await services.jwt_keys.reload_if_due()
         except Exception as exc:  # the database may be briefly away; try again later
             log.warning("jwt_key_reload_failed", error_type=type(exc).__name__)
+
+
+def _sqlstate(exc: DBAPIError) -> str:
+    """The SQLSTATE of a driver error, wherever the driver put it."""
+    for candidate in (exc.orig, getattr(exc.orig, "__cause__", None)):
+        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(code, str):
+            return code
+    return ""
 
 
 def _error_json(
@@ -145,6 +154,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(DBAPIError)
     async def database_unavailable(_request: Request, exc: DBAPIError) -> Response:
+        if isinstance(exc, DataError) or _sqlstate(exc).startswith("22"):
+            # A data exception (e.g. a NUL character, which PostgreSQL text cannot hold):
+            # the client's input, not the database's health.
+            return _error_json(
+                "invalid_request",
+                "The request holds characters or values that cannot be used.",
+                422,
+            )
         log.error("database_error", error_type=type(exc.orig).__name__)
         return _error_json(
             "service_unavailable",
