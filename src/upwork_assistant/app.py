@@ -12,11 +12,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
+from coredis.exceptions import RedisError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from limits.errors import StorageError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -152,6 +154,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return _error_json(code, str(exc.detail), exc.status_code, getattr(exc, "headers", None))
 
+    @app.exception_handler(RedisError)
+    @app.exception_handler(StorageError)
+    @app.exception_handler(ConnectionError)  # e.g. the database refusing connections
+    @app.exception_handler(TimeoutError)
+    async def backend_unavailable(_request: Request, exc: Exception) -> Response:
+        log.error("backend_unavailable", error_type=type(exc).__name__)
+        return _error_json(
+            "service_unavailable",
+            "The service is temporarily unavailable. Please try again soon.",
+            503,
+            {"Retry-After": "5"},
+        )
+
     @app.exception_handler(DBAPIError)
     async def database_unavailable(_request: Request, exc: DBAPIError) -> Response:
         if isinstance(exc, DataError) or _sqlstate(exc).startswith("22"):
@@ -182,13 +197,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/readyz", tags=["health"])
     async def readyz() -> Response:
-        """Readiness: the database is reachable."""
+        """Readiness: the database (and Redis, when configured) is reachable."""
+        body: dict[str, str] = {"status": "ok", "database": "ok"}
         try:
             await services.db.ping()
         except Exception as exc:  # any driver error means "not ready"
             log.warning("readyz_database_unreachable", error_type=type(exc).__name__)
-            return JSONResponse({"status": "unavailable", "database": "unreachable"}, 503)
-        return JSONResponse({"status": "ok", "database": "ok"})
+            body.update(status="unavailable", database="unreachable")
+        if settings.redis_url:
+            body["redis"] = "ok"
+            if not await services.limiter.ping():
+                body.update(status="unavailable", redis="unreachable")
+        return JSONResponse(body, 200 if body["status"] == "ok" else 503)
 
     app.include_router(auth_router)
     app.include_router(account_router)

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     app_base_url: str = "http://127.0.0.1:8000"
     data_dir: Path = Path("data")
     database_url: str | None = None
+    #: PostgreSQL connection pool per process (SQLite ignores them).
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    database_max_overflow: int = Field(default=10, ge=0, le=200)
 
     secret_key: str | None = None
     token_encryption_keys: str | None = None

@@ -65,7 +65,12 @@ class Services:
             headers={"User-Agent": "upwork-assistant"},
             limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
         )
-        db = Database(s.resolved_database_url, session_info={CHAIN_KEY: keys.audit_chain})
+        db = Database(
+            s.resolved_database_url,
+            session_info={CHAIN_KEY: keys.audit_chain},
+            pool_size=s.database_pool_size,
+            max_overflow=s.database_max_overflow,
+        )
         keyring = KeyRing(s.secrets.token_encryption_keys)
         limiter = RateLimiter(f"async+{s.redis_url}" if s.redis_url else "async+memory://")
         oauth = UpworkOAuthClient(s, transport)

@@ -45,7 +45,7 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def make_engine(url: str) -> AsyncEngine:
+def make_engine(url: str, pool_size: int = 10, max_overflow: int = 10) -> AsyncEngine:
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[-1]
@@ -54,7 +54,10 @@ def make_engine(url: str) -> AsyncEngine:
             with contextlib.suppress(OSError):
                 Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     else:
-        kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=10)
+        # pre-ping: after a database restart, stale pooled connections are replaced.
+        kwargs.update(
+            pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=10
+        )
     engine = create_async_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
@@ -63,8 +66,14 @@ def make_engine(url: str) -> AsyncEngine:
 
 
 class Database:
-    def __init__(self, url: str, session_info: dict[str, Any] | None = None) -> None:
-        self.engine = make_engine(url)
+    def __init__(
+        self,
+        url: str,
+        session_info: dict[str, Any] | None = None,
+        pool_size: int = 10,
+        max_overflow: int = 10,
+    ) -> None:
+        self.engine = make_engine(url, pool_size, max_overflow)
         # session_info: e.g. the audit chain key, available to code holding a session.
         self.sessionmaker = async_sessionmaker(
             self.engine, expire_on_commit=False, info=session_info or {}

@@ -54,6 +54,12 @@ class RateLimiter:
         self._storage = storage_from_string(storage_uri)
         self._strategy = MovingWindowRateLimiter(self._storage)  # type: ignore[arg-type]
 
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._storage.check())
+        except Exception:  # unreachable storage: not ready
+            return False
+
     def budget(self, name: str, spec: str) -> Budget:
         return Budget(name, spec, self)
 
