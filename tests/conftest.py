@@ -5,7 +5,7 @@ import os
 import shutil
 import socket
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,13 @@ import pytest
 from upwork_assistant.app import create_app
 from upwork_assistant.config import Settings
 from upwork_assistant.db.migrate import upgrade
-from upwork_assistant.sandbox import SandboxClient, SandboxConfig, SandboxUser, create_sandbox_app
+from upwork_assistant.sandbox import (
+    SandboxClient,
+    SandboxConfig,
+    SandboxUser,
+    create_sandbox_app,
+    default_users,
+)
 
 from .helpers import Browser, TestDb, bound_socket, serve
 
@@ -216,3 +222,63 @@ def sandbox_factory() -> Iterator[Callable[..., StandaloneSandbox]]:
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("OAUTHLIB_INSECURE_TRANSPORT", "1")  # the SDK test talks plain http
+
+
+@dataclass
+class External:
+    app: RunningApp
+    sandbox: StandaloneSandbox
+    env: dict[str, str]
+
+
+def extra_users(n: int) -> list[SandboxUser]:
+    base = default_users()[0]
+    return [
+        replace(
+            base,
+            id=f"18000000000000{i:05d}",
+            nid=f"user{i}",
+            rid=f"80{i:05d}",
+            name=f"Sandbox User {i}",
+            email=f"user{i}@example.com",
+            organization_id=f"19000000000000{i:05d}",
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def external(
+    app_factory: AppFactory, sandbox_factory: Callable[..., StandaloneSandbox]
+) -> External:
+    """The app in real-Upwork mode, pointed at a standalone sandbox (with 20 extra users),
+    and the environment for command-line processes sharing its database."""
+    sock = bound_socket()
+    port = sock.getsockname()[1]
+    sb = sandbox_factory(
+        [f"http://127.0.0.1:{port}/api/auth/upwork/callback"],
+        users=default_users() + extra_users(20),
+    )
+    upwork = {
+        "upwork_client_id": sb.client_id,
+        "upwork_client_secret": sb.client_secret,
+        "upwork_authorize_url": f"{sb.url}/ab/account-security/oauth2/authorize",
+        "upwork_token_url": f"{sb.url}/api/v3/oauth2/token",
+        "upwork_graphql_url": f"{sb.url}/graphql",
+    }
+    app = app_factory(sock=sock, **upwork)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("UPWORK_", "APP_", "DATABASE_", "SECRET_", "TOKEN_"))
+    }
+    env.update({k.upper(): v for k, v in upwork.items()})
+    env.update(
+        {
+            "APP_BASE_URL": app.url,
+            "DATA_DIR": str(app.settings.data_dir),  # the same generated secrets
+            "DATABASE_URL": app.db_path.url,
+            "UPWORK_RATE_LIMIT": "1000/second",
+        }
+    )
+    return External(app, sb, env)

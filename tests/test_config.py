@@ -131,15 +131,7 @@ def test_production_refuses_missing_secrets(
 
 
 def test_production_with_everything_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for k, v in {
-        "APP_ENV": "production",
-        "DATA_DIR": str(tmp_path),
-        "SECRET_KEY": "k" * 48,
-        "TOKEN_ENCRYPTION_KEYS": new_encryption_key_spec(),
-        "UPWORK_CLIENT_ID": "id",
-        "UPWORK_CLIENT_SECRET": "secret",
-        "APP_BASE_URL": "https://assistant.example.com",
-    }.items():
+    for k, v in production_env(tmp_path).items():
         monkeypatch.setenv(k, v)
     assert get_settings().secrets.secret_key == "k" * 48
 

@@ -14,7 +14,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from .conftest import SANDBOX_USERS, AppFactory, RunningApp
+from .conftest import SANDBOX_USERS, AppFactory, External, RunningApp
 from .helpers import rows
 from .upwork_helpers import JSON, audit_events, sign_in, sqlite_time
 
@@ -154,25 +154,9 @@ def test_headers_frame_ancestors_and_hsts(app_factory: AppFactory) -> None:
     assert r.headers["referrer-policy"] == "strict-origin-when-cross-origin"
 
 
-def test_client_secret_never_logged(
-    app_factory: AppFactory,
-    sandbox_factory,  # type: ignore[no-untyped-def]
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    from .helpers import bound_socket
-
+def test_client_secret_never_logged(external: External, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    sock = bound_socket()
-    port = sock.getsockname()[1]
-    sb = sandbox_factory([f"http://127.0.0.1:{port}/api/auth/upwork/callback"])
-    app = app_factory(
-        sock=sock,
-        upwork_client_id=sb.client_id,
-        upwork_client_secret=sb.client_secret,
-        upwork_authorize_url=f"{sb.url}/ab/account-security/oauth2/authorize",
-        upwork_token_url=f"{sb.url}/api/v3/oauth2/token",
-        upwork_graphql_url=f"{sb.url}/graphql",
-    )
+    app, sb = external.app, external.sandbox
     sign_in(app, SANDBOX_USERS["alex"])
     sb.faults(token_status=500)
     browser = app.browser()

@@ -3,83 +3,18 @@ for many concurrent requests, one scheduled sync per user, keep-alive refreshes.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
-
-from upwork_assistant.sandbox import SandboxUser, default_users
-
-from .conftest import SANDBOX_USERS, AppFactory, RunningApp, StandaloneSandbox
-from .helpers import bound_socket, rows
+from .conftest import SANDBOX_USERS, External, extra_users
+from .helpers import rows
 from .upwork_helpers import connection_row, expire_access, sign_in, sqlite_time
 
 CLI = str(Path(sys.executable).parent / "upwork-assistant")
 RACE = str(Path(__file__).parent / "scripts" / "vault_race.py")
-
-
-@dataclass
-class External:
-    app: RunningApp
-    sandbox: StandaloneSandbox
-    env: dict[str, str]
-
-
-def extra_users(n: int) -> list[SandboxUser]:
-    base = default_users()[0]
-    return [
-        replace(
-            base,
-            id=f"18000000000000{i:05d}",
-            nid=f"user{i}",
-            rid=f"80{i:05d}",
-            name=f"Sandbox User {i}",
-            email=f"user{i}@example.com",
-            organization_id=f"19000000000000{i:05d}",
-        )
-        for i in range(n)
-    ]
-
-
-@pytest.fixture
-def external(
-    app_factory: AppFactory, sandbox_factory: Callable[..., StandaloneSandbox]
-) -> External:
-    sock = bound_socket()
-    port = sock.getsockname()[1]
-    sb = sandbox_factory(
-        [f"http://127.0.0.1:{port}/api/auth/upwork/callback"],
-        users=default_users() + extra_users(20),
-    )
-    upwork = {
-        "upwork_client_id": sb.client_id,
-        "upwork_client_secret": sb.client_secret,
-        "upwork_authorize_url": f"{sb.url}/ab/account-security/oauth2/authorize",
-        "upwork_token_url": f"{sb.url}/api/v3/oauth2/token",
-        "upwork_graphql_url": f"{sb.url}/graphql",
-    }
-    app = app_factory(sock=sock, **upwork)
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("UPWORK_", "APP_", "DATABASE_", "SECRET_", "TOKEN_"))
-    }
-    env.update({k.upper(): v for k, v in upwork.items()})
-    env.update(
-        {
-            "APP_BASE_URL": app.url,
-            "DATA_DIR": str(app.settings.data_dir),  # the same generated secrets
-            "DATABASE_URL": app.db_path.url,
-            "UPWORK_RATE_LIMIT": "1000/second",
-        }
-    )
-    return External(app, sb, env)
 
 
 def test_two_processes_fifty_requests_one_refresh(external: External) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -101,28 +100,17 @@ def serve(
 def worker(
     once: Annotated[bool, typer.Option("--once", help="Run one pass and exit.")] = False,
 ) -> None:
-    """Keep Upwork connections alive and run the daily profile sync."""
-    from .app import configure_logging
+    """Keep Upwork connections alive, run the daily profile sync, look after the log."""
 
-    try:
-        settings = get_settings()
-        services = Services.build(settings)
-    except ConfigError as exc:
-        _fail(exc)
-    configure_logging(settings.log_level)
+    async def work(svc: Services) -> int:
+        if once:
+            result = await svc.worker.run_once()
+            typer.echo(f"renewed {result.renewed} connections, synced {result.synced} users")
+        else:
+            await svc.worker.run_forever()
+        return 0
 
-    async def run() -> None:
-        try:
-            if once:
-                result = await services.worker.run_once()
-                typer.echo(f"renewed {result.renewed} connections, synced {result.synced} users")
-            else:
-                await services.worker.run_forever()
-        finally:
-            await services.aclose()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
+    _run_with_services(work)
 
 
 users_app = typer.Typer(help="User administration.", no_args_is_help=True)
@@ -148,7 +136,11 @@ def _run_with_services(work: Callable[[Services], Awaitable[int]]) -> None:
         finally:
             await services.aclose()
 
-    raise typer.Exit(asyncio.run(run()))
+    try:
+        code = asyncio.run(run())
+    except KeyboardInterrupt:  # stopping a long-running command (the worker)
+        code = 0
+    raise typer.Exit(code)
 
 
 def _set_role(upwork_id: str, role: str) -> None:
