@@ -45,15 +45,18 @@ lint: $(VENV)/.installed-test
 # scripts/with-services.sh installs when missing, starts on loopback and removes).
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests
+	scripts/ensure-chromium.sh
 	@echo "== tests on SQLite =="
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 	@echo "== tests on PostgreSQL + Redis =="
 	scripts/with-services.sh $(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-sqlite: $(VENV)/.installed-test
+	scripts/ensure-chromium.sh
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 test-postgres: $(VENV)/.installed-test
+	scripts/ensure-chromium.sh
 	scripts/with-services.sh $(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 clean:
