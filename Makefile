@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test test-sqlite test-postgres lint sandbox install clean
+.PHONY: run test test-sqlite test-postgres lint sandbox install clean messages screenshots
 
 # A virtual environment, made once. Debian's own python3 needs python3-venv for this;
 # when it is missing and we are root, install it.
@@ -45,19 +45,29 @@ lint: $(VENV)/.installed-test
 # scripts/with-services.sh installs when missing, starts on loopback and removes).
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests
-	scripts/ensure-chromium.sh
+	scripts/ensure-browser.sh
 	@echo "== tests on SQLite =="
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 	@echo "== tests on PostgreSQL + Redis =="
 	scripts/with-services.sh $(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-sqlite: $(VENV)/.installed-test
-	scripts/ensure-chromium.sh
+	scripts/ensure-browser.sh
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 test-postgres: $(VENV)/.installed-test
-	scripts/ensure-chromium.sh
+	scripts/ensure-browser.sh
 	scripts/with-services.sh $(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# Bring the translation catalogs up to date with the pages (lists what is untranslated).
+messages: $(VENV)/.installed
+	$(BIN)/python -m upwork_assistant.web.i18n
+
+# Refresh the screenshots under docs/screenshots (shown in the README) from the real pages.
+screenshots: $(VENV)/.installed-test
+	scripts/ensure-browser.sh
+	SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(BIN)/pytest -q -p no:cacheprovider \
+	  tests/test_browser.py -k screenshot_set
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info

@@ -52,7 +52,7 @@ def test_full_sign_in_creates_account_and_shows_dashboard(
     assert "Alex Morgan" in dashboard.text
     assert "alex.morgan@example.com" in dashboard.text
     assert SANDBOX_USERS["alex"] in dashboard.text
-    assert "Profile last synced" in dashboard.text and "Sign out" in dashboard.text
+    assert "Last synced" in dashboard.text and "Sign out" in dashboard.text
 
     me = browser.get("/api/auth/me", headers={"Accept": "application/json"}).json()
     assert set(me) == {

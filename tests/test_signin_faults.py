@@ -3,13 +3,13 @@ client, never a 500, never a half-created account, never a secret in a log line 
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
-import markupsafe
 import pytest
 
 from upwork_assistant.auth.errors import reason
@@ -37,7 +37,7 @@ def assert_browser_error(browser: Browser, response: httpx.Response, code: str) 
     assert response.headers["location"] == f"/?error={code}"
     page = browser.get(response.headers["location"])
     assert page.status_code == 200
-    assert str(markupsafe.escape(reason(code).message)) in page.text
+    assert reason(code).message in html.unescape(page.text)
 
 
 def callback_params(url: str) -> dict[str, str]:

@@ -42,6 +42,7 @@ from .security.routes import router as security_router
 from .services import Services
 from .upwork.errors import UpworkError
 from .upwork.routes import router as upwork_router
+from .web.render import error_page, wants_html
 from .web.routes import router as web_router
 
 log = structlog.get_logger("upwork_assistant")
@@ -82,6 +83,25 @@ def _sqlstate(exc: DBAPIError) -> str:
         if isinstance(code, str):
             return code
     return ""
+
+
+def _error(
+    request: Request,
+    code: str,
+    message: str,
+    status: int,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """JSON for the API; a styled page, in the person's language, for a browser."""
+    if wants_html(request):
+        retry = (headers or {}).get("Retry-After")
+        return error_page(
+            request,
+            status,
+            headers=headers,
+            retry_after=int(retry) if retry and retry.isdigit() else None,
+        )
+    return _error_json(code, message, status, headers)
 
 
 def _error_json(
@@ -136,31 +156,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return response
 
     @app.exception_handler(UpworkError)
-    async def upwork_error(_request: Request, exc: UpworkError) -> Response:
-        return _error_json(exc.code, exc.message, exc.status, exc.headers)
+    async def upwork_error(request: Request, exc: UpworkError) -> Response:
+        return _error(request, exc.code, exc.message, exc.status, exc.headers)
 
     @app.exception_handler(RateLimitExceeded)
-    async def rate_limited(_request: Request, exc: RateLimitExceeded) -> Response:
-        return _error_json("rate_limited", exc.message, 429, {"Retry-After": str(exc.retry_after)})
+    async def rate_limited(request: Request, exc: RateLimitExceeded) -> Response:
+        return _error(
+            request, "rate_limited", exc.message, 429, {"Retry-After": str(exc.retry_after)}
+        )
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_request: Request, exc: RequestValidationError) -> Response:
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
-        return _error_json("invalid_request", f"{where}: {first.get('msg', 'invalid input')}", 422)
+        message = f"{where}: {first.get('msg', 'invalid input')}"
+        return _error(request, "invalid_request", message, 422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _error_json(code, str(exc.detail), exc.status_code, getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        return _error(request, code, str(exc.detail), exc.status_code, headers)
 
     @app.exception_handler(RedisError)
     @app.exception_handler(StorageError)
     @app.exception_handler(ConnectionError)  # e.g. the database refusing connections
     @app.exception_handler(TimeoutError)
-    async def backend_unavailable(_request: Request, exc: Exception) -> Response:
+    async def backend_unavailable(request: Request, exc: Exception) -> Response:
         log.error("backend_unavailable", error_type=type(exc).__name__)
-        return _error_json(
+        return _error(
+            request,
             "service_unavailable",
             "The service is temporarily unavailable. Please try again soon.",
             503,
@@ -168,17 +193,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     @app.exception_handler(DBAPIError)
-    async def database_unavailable(_request: Request, exc: DBAPIError) -> Response:
+    async def database_unavailable(request: Request, exc: DBAPIError) -> Response:
         if isinstance(exc, DataError) or _sqlstate(exc).startswith("22"):
             # A data exception (e.g. a NUL character, which PostgreSQL text cannot hold):
             # the client's input, not the database's health.
-            return _error_json(
+            return _error(
+                request,
                 "invalid_request",
                 "The request holds characters or values that cannot be used.",
                 422,
             )
         log.error("database_error", error_type=type(exc.orig).__name__)
-        return _error_json(
+        return _error(
+            request,
             "service_unavailable",
             "The service is temporarily unavailable. Please try again soon.",
             503,
@@ -186,9 +213,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     @app.exception_handler(Exception)
-    async def unexpected(_request: Request, exc: Exception) -> Response:
+    async def unexpected(request: Request, exc: Exception) -> Response:
         log.error("unhandled_error", error_type=type(exc).__name__)
-        return _error_json("internal_error", "Something went wrong on our side.", 500)
+        return _error(request, "internal_error", "Something went wrong on our side.", 500)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, Any]:

@@ -155,21 +155,15 @@ class DeleteAccountBody(BaseModel):
     )
 
 
-@account_router.delete("/api/account")
-async def delete_account(
-    principal: PrincipalDep,
-    svc: ServicesDep,
-    meta: MetaDep,
-    body: DeleteAccountBody | None = None,
-) -> Response:
-    """Delete your account: Upwork tokens, profile, sessions and MFA data go; the security
-    log keeps only anonymised records. Needs a fresh MFA code when MFA is on. Signing in with
-    Upwork again later creates a new account."""
+async def delete_account_of(
+    svc: ServicesDep, principal: Principal, code: str | None, meta: MetaDep
+) -> None:
+    """Deletes the signed-in user's account (a current MFA code first when MFA is on)."""
     user = principal.user
     if user.mfa_enabled:
-        if body is None or not body.code:
+        if not code:
             raise AuthError("mfa_code_required")
-        await svc.mfa.verify(user.id, body.code, meta)
+        await svc.mfa.verify(user.id, code, meta)
     async with svc.db.write() as db:
         anonymised = await audit.anonymise_user(db, user.id)
         await audit.record(
@@ -181,6 +175,19 @@ async def delete_account(
         )
         # The database cascades to tokens, sessions, MFA data and sync records.
         await db.execute(delete(User).where(User.id == user.id))
+
+
+@account_router.delete("/api/account")
+async def delete_account(
+    principal: PrincipalDep,
+    svc: ServicesDep,
+    meta: MetaDep,
+    body: DeleteAccountBody | None = None,
+) -> Response:
+    """Delete your account: Upwork tokens, profile, sessions and MFA data go; the security
+    log keeps only anonymised records. Needs a fresh MFA code when MFA is on. Signing in with
+    Upwork again later creates a new account."""
+    await delete_account_of(svc, principal, body.code if body else None, meta)
     response = JSONResponse({"deleted": True})
     clear_session_cookies(response, svc)
     return response

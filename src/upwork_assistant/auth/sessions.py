@@ -45,18 +45,24 @@ class RefreshOutcome:
 
 
 @lru_cache(maxsize=1024)
-def describe_user_agent(user_agent: str | None) -> str:
-    """A readable device label, e.g. "Chrome on Linux"."""
+def user_agent_parts(user_agent: str | None) -> tuple[str | None, str | None]:
+    """(browser, operating system) of a User-Agent, each None when unknown."""
     if not user_agent:
-        return "Unknown device"
+        return None, None
     parsed = ua_parser.parse(user_agent)
     browser = parsed.user_agent.family if parsed.user_agent else None
     system = parsed.os.family if parsed.os else None
-    if browser and system and system != "Other":
+    if not browser:
+        browser = user_agent.split("/", 1)[0][:40] or None
+    return browser, (system if system and system != "Other" else None)
+
+
+def describe_user_agent(user_agent: str | None) -> str:
+    """A readable device label, e.g. "Chrome on Linux"."""
+    browser, system = user_agent_parts(user_agent)
+    if browser and system:
         return f"{browser} on {system}"
-    if browser:
-        return browser
-    return user_agent.split("/", 1)[0][:40] or "Unknown device"
+    return browser or "Unknown device"
 
 
 class SessionService:

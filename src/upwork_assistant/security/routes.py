@@ -135,6 +135,10 @@ async def all_logs(
 async def stats(_admin: AdminDep, svc: ServicesDep) -> dict[str, int]:
     """Users, active sessions, failed sign-ins and MFA lockouts in the last 24 hours, and
     users whose Upwork connection needs re-authorisation."""
+    return await security_stats(svc)
+
+
+async def security_stats(svc: Services) -> dict[str, int]:
     now = utcnow()
     day_ago = now - timedelta(days=1)
 
@@ -165,6 +169,11 @@ async def stats(_admin: AdminDep, svc: ServicesDep) -> dict[str, int]:
                 )
                 or 0
             ),
+            "mfa_users": int(
+                await db.scalar(select(func.count()).select_from(User).where(User.mfa_enabled))
+                or 0
+            ),
+            "signins_24h": await events(audit.SIGNIN_SUCCEEDED),
             "failed_signins_24h": await events(audit.SIGNIN_FAILED),
             "mfa_lockouts_24h": await events(audit.MFA_LOCKED),
             "users_needing_upwork_reauth": int(

@@ -40,7 +40,7 @@ def profile_json(user: User, last: ProfileSync | None) -> dict[str, Any]:
     }
 
 
-async def _last_sync(svc: ServicesDep, user_id: str) -> ProfileSync | None:
+async def last_sync(svc: ServicesDep, user_id: str) -> ProfileSync | None:
     async with svc.db.session() as db:
         return (
             await db.execute(
@@ -55,7 +55,7 @@ async def _last_sync(svc: ServicesDep, user_id: str) -> ProfileSync | None:
 @router.get("/profile")
 async def get_profile(principal: PrincipalDep, svc: ServicesDep) -> dict[str, Any]:
     """The stored Upwork profile and when it was last synced."""
-    return profile_json(principal.user, await _last_sync(svc, principal.user.id))
+    return profile_json(principal.user, await last_sync(svc, principal.user.id))
 
 
 @router.post("/profile/sync")
@@ -66,7 +66,7 @@ async def sync_profile(principal: PrincipalDep, svc: ServicesDep, meta: MetaDep)
     if retry_after:
         raise RateLimitExceeded(retry_after, "Too many sync requests. Please wait a moment.")
     user = await svc.sync.sync(principal.user.id, "manual", meta)
-    return profile_json(user, await _last_sync(svc, user.id))
+    return profile_json(user, await last_sync(svc, user.id))
 
 
 @router.get("/connection")

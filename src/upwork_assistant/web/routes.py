@@ -1,26 +1,175 @@
-"""Pages: sign-in, the MFA step, the dashboard and the security settings."""
+"""Pages: sign-in, the MFA step, the dashboard, security settings, the account and the
+admin section, plus the form posts behind them. Every page is rendered in the person's
+language (web/i18n.py); forms work without JavaScript."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 from fastapi import APIRouter, BackgroundTasks, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
-from ..auth.account_routes import revoke_other_sessions, revoke_session
+from ..auth.account_routes import delete_account_of, revoke_other_sessions, revoke_session
 from ..auth.deps import AdminDep, MetaDep, OptionalPrincipalDep, PrincipalDep, ServicesDep
 from ..auth.errors import REASONS, AuthError, reason
-from ..auth.sessions import describe_user_agent
+from ..auth.routes import clear_session_cookies, safe_next
+from ..auth.sessions import user_agent_parts
 from ..db.models import UpworkConnection
 from ..db.types import utcnow
-from ..security.routes import search_users, set_blocked
+from ..security import audit
+from ..security.routes import query_events, search_users, security_stats, set_blocked
+from ..upwork.errors import UpworkError
+from ..upwork.routes import last_sync
 from ..upwork.vault import ACTIVE
+from .i18n import (
+    LANG_COOKIE,
+    LOCALES,
+    N_,
+    PREFERENCE_MAX_AGE,
+    THEME_COOKIE,
+    THEMES,
+)
+from .render import preferences, render
 
-HERE = Path(__file__).parent
-templates = Jinja2Templates(directory=str(HERE / "templates"))
 router = APIRouter(include_in_schema=False)
+
+#: Messages of the pages' own outcomes (``?notice=``), translated where shown.
+NOTICES = {
+    "mfa_disabled": N_("Two-factor sign-in is off."),
+    "mfa_enabled": N_("Two-factor sign-in is on."),
+    "backup_codes_regenerated": N_("New backup codes: the old ones no longer work."),
+    "session_revoked": N_("That session is signed out."),
+    "others_revoked": N_("All your other sessions are signed out."),
+    "synced": N_("Your profile is up to date with Upwork."),
+    "account_deleted": N_(
+        "Your account is deleted. Signing in with Upwork again creates a new one."
+    ),
+    "signed_out": N_("You are signed out."),
+    "blocked": N_("The user is blocked and signed out everywhere."),
+    "unblocked": N_("The user is unblocked."),
+}
+
+#: Problems the pages report that are not sign-in reasons (``?error=``).
+PAGE_ERRORS = {
+    "sync_rate_limited": N_("You synced a moment ago. Please wait a minute and try again."),
+    "upwork_reauth_required": N_(
+        "Upwork no longer accepts our access. Reconnect Upwork, then sync again."
+    ),
+    "upwork_api_error": N_("Upwork answered with an error. Please try again in a few minutes."),
+    "account_gone": N_("This account no longer exists."),
+    "confirm_required": N_("Tick the box to confirm that you want to delete your account."),
+    "invalid_request": N_("Some of what was sent could not be used. Please try again."),
+}
+
+#: Security events as a person reads them.
+EVENT_LABELS = {
+    audit.SIGNIN_SUCCEEDED: N_("Signed in"),
+    audit.SIGNIN_FAILED: N_("Sign-in failed"),
+    audit.SIGNIN_MFA_REQUIRED: N_("Sign-in waiting for a two-factor code"),
+    audit.ACCOUNT_CREATED: N_("Account created"),
+    audit.ACCOUNT_DELETED: N_("Account deleted"),
+    audit.PROFILE_UPDATED: N_("Profile updated from Upwork"),
+    audit.SESSION_CREATED: N_("New session"),
+    audit.SESSION_REVOKED: N_("Session signed out"),
+    audit.SESSION_REFRESH_REJECTED: N_("Session renewal refused"),
+    audit.SESSION_REFRESH_REUSE: N_("Reuse of an old session token: session ended"),
+    audit.MFA_ENABLED: N_("Two-factor sign-in turned on"),
+    audit.MFA_DISABLED: N_("Two-factor sign-in turned off"),
+    audit.MFA_FAILED: N_("Wrong two-factor code"),
+    audit.MFA_LOCKED: N_("Two-factor sign-in locked after wrong codes"),
+    audit.MFA_CODE_REUSED: N_("Two-factor code used twice"),
+    audit.MFA_BACKUP_CODE_USED: N_("Backup code used"),
+    audit.MFA_BACKUP_CODES_REGENERATED: N_("New backup codes made"),
+    audit.UPWORK_REFRESH_FAILED: N_("Upwork access renewal failed"),
+    audit.UPWORK_REAUTH_REQUIRED: N_("Upwork access needs reconnecting"),
+    audit.RATE_LIMIT_HIT: N_("Too many requests"),
+    audit.USER_BLOCKED: N_("Account blocked by an administrator"),
+    audit.USER_UNBLOCKED: N_("Account unblocked by an administrator"),
+    audit.USER_ROLE_CHANGED: N_("Role changed"),
+    audit.KEY_ROTATION: N_("Keys rotated"),
+}
+
+SYNC_TRIGGERS = {
+    "signin": N_("at sign-in"),
+    "manual": N_("on request"),
+    "scheduled": N_("scheduled"),
+    "stale": N_("on a visit"),
+}
+
+
+def page_message(code: str | None) -> str | None:
+    """The msgid of ``?error=<code>`` (translated by the template)."""
+    if not code:
+        return None
+    if code in PAGE_ERRORS:
+        return PAGE_ERRORS[code]
+    return reason(code).message if code in REASONS else reason("").message
+
+
+def _redirect(path: str) -> RedirectResponse:
+    return RedirectResponse(path, status_code=303)
+
+
+def _device(user_agent: str | None) -> dict[str, str | None]:
+    browser, system = user_agent_parts(user_agent)
+    return {"browser": browser, "system": system}
+
+
+def _events(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for item in items:
+        item["label"] = EVENT_LABELS.get(item["type"])
+        item["when"] = datetime.fromisoformat(item["time"])
+        item["device"] = _device(item.get("user_agent"))
+    return items
+
+
+# ------------------------------------------------------------------ preferences
+
+
+def _same_site(request: Request) -> bool:
+    """Refuses a cross-site form post (the preference cookies are not secret, but another
+    site has no business changing them)."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in {"same-origin", "none"}
+    origin = request.headers.get("origin")
+    return origin is None or origin == f"{request.url.scheme}://{request.url.netloc}"
+
+
+@router.post("/preferences")
+async def set_preferences(
+    request: Request,
+    svc: ServicesDep,
+    lang: str | None = Form(None, max_length=8),
+    theme: str | None = Form(None, max_length=8),
+    next: str | None = Form(None, max_length=2000),
+) -> Response:
+    """Language and theme: remembered in cookies for a year. Works without JavaScript;
+    the page's script changes the theme in place."""
+    if not _same_site(request):
+        raise AuthError("forbidden")
+    response = _redirect(safe_next(next) or "/")
+    options: dict[str, Any] = {
+        "max_age": PREFERENCE_MAX_AGE,
+        "path": "/",
+        "samesite": "lax",
+        "secure": svc.settings.cookie_secure,
+    }
+    if lang in LOCALES:
+        response.set_cookie(LANG_COOKIE, lang, **options)
+    if theme == "toggle":
+        current = preferences(request).theme
+        theme = "light" if current == "dark" else "dark"
+    if theme in THEMES:
+        response.set_cookie(THEME_COOKIE, theme, **options)
+    elif theme == "system":
+        response.delete_cookie(THEME_COOKIE, path="/")
+    return response
+
+
+# ------------------------------------------------------------------ sign-in and dashboard
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -30,59 +179,71 @@ async def index(
     svc: ServicesDep,
     principal: OptionalPrincipalDep,
     error: str | None = None,
+    notice: str | None = None,
 ) -> Response:
-    settings = svc.settings
-    message = _error_message(error)
+    message = page_message(error)
     if principal is None:
-        return templates.TemplateResponse(
+        return render(
             request,
             "signin.html",
             {
-                "sandbox_mode": settings.sandbox_mode,
                 "error_message": message,
+                "notice": NOTICES.get(notice or "")
+                if notice in {"account_deleted", "signed_out"}
+                else None,
                 # An expired access token with a live session: the page's script refreshes it.
                 "try_refresh": svc.settings.cookies.csrf in request.cookies and not error,
             },
-            status_code=200,
         )
+    user_id = principal.user.id
     async with svc.db.session() as db:
         connection = (
-            await db.execute(
-                select(UpworkConnection).where(UpworkConnection.user_id == principal.user.id)
-            )
+            await db.execute(select(UpworkConnection).where(UpworkConnection.user_id == user_id))
         ).scalar_one_or_none()
     stale = principal.user.profile_synced_at is None or (
         utcnow() - principal.user.profile_synced_at > svc.sync.policy.interval
     )
     if stale and connection is not None and connection.status == ACTIVE:
         # After the page is sent: a stale profile is brought up to date for the next view.
-        background.add_task(svc.sync.sync_if_due, principal.user.id, "stale")
-    response = templates.TemplateResponse(
+        background.add_task(svc.sync.sync_if_due, user_id, "stale")
+    events = await query_events(
+        svc,
+        user_id=user_id,
+        event_type=None,
+        since=None,
+        until=None,
+        before=None,
+        limit=8,
+        with_user=False,
+    )
+    return render(
         request,
         "dashboard.html",
         {
-            "sandbox_mode": settings.sandbox_mode,
             "user": principal.user,
             "connection": connection,
+            "connected": connection is not None and connection.status == ACTIVE,
+            "last_sync": await last_sync(svc, user_id),
+            "sync_triggers": SYNC_TRIGGERS,
+            "events": _events(events["items"]),
             "csrf_token": svc.csrf.token_for(principal.session.id),
             "error_message": message,
+            "notice": NOTICES.get(notice or ""),
+            "section": "dashboard",
         },
     )
-    response.headers["Cache-Control"] = "no-store"  # personal data: never cached
-    return response
 
 
-def _error_message(error: str | None) -> str | None:
-    if not error:
-        return None
-    return reason(error).message if error in REASONS else reason("").message
-
-
-NOTICES = {
-    "mfa_disabled": "Two-factor sign-in is off.",
-    "session_revoked": "That session is signed out.",
-    "others_revoked": "All your other sessions are signed out.",
-}
+@router.post("/profile/sync")
+async def profile_sync(svc: ServicesDep, principal: PrincipalDep, meta: MetaDep) -> Response:
+    """"Sync now" on the dashboard: the same sync as POST /api/upwork/profile/sync."""
+    if await svc.sync_budget.hit(principal.user.id):
+        return _redirect("/?error=sync_rate_limited")
+    try:
+        await svc.sync.sync(principal.user.id, "manual", meta)
+    except UpworkError as exc:
+        return _redirect(f"/?error={exc.code}")
+    return _redirect("/?notice=synced")
 
 
 @router.get("/mfa", response_class=HTMLResponse)
@@ -91,17 +252,11 @@ async def mfa_page(request: Request, svc: ServicesDep, error: str | None = None)
     try:
         await svc.mfa.challenge(request.cookies.get(svc.settings.cookies.mfa))
     except AuthError as exc:
-        return RedirectResponse(f"/?error={exc.code}", status_code=303)
-    response = templates.TemplateResponse(
-        request,
-        "mfa.html",
-        {
-            "sandbox_mode": svc.settings.sandbox_mode,
-            "error_message": _error_message(error),
-        },
-    )
-    response.headers["Cache-Control"] = "no-store"
-    return response
+        return _redirect(f"/?error={exc.code}")
+    return render(request, "mfa.html", {"error_message": page_message(error)})
+
+
+# ------------------------------------------------------------------ security settings
 
 
 async def _security_page(
@@ -109,14 +264,13 @@ async def _security_page(
 ) -> Response:
     async with svc.db.session() as db:
         sessions = await svc.sessions.list_active(db, principal.user.id)
-    context = {
-        "sandbox_mode": svc.settings.sandbox_mode,
+    context: dict[str, Any] = {
         "user": principal.user,
         "csrf_token": svc.csrf.token_for(principal.session.id),
         "sessions": [
             {
                 "row": s,
-                "device": describe_user_agent(s.user_agent),
+                "device": _device(s.user_agent),
                 "current": s.id == principal.session.id,
             }
             for s in sessions
@@ -124,15 +278,12 @@ async def _security_page(
         "backup_codes_left": await svc.mfa.backup_codes_left(principal.user.id)
         if principal.user.mfa_enabled
         else 0,
-        "error_message": None,
-        "notice": None,
         "setup": None,
         "backup_codes": None,
+        "section": "security",
     }
     context.update(extra)
-    response = templates.TemplateResponse(request, "security.html", context)
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return render(request, "security.html", context)
 
 
 @router.get("/security", response_class=HTMLResponse)
@@ -144,18 +295,19 @@ async def security_page(
     notice: str | None = None,
 ) -> Response:
     if principal is None:
-        return RedirectResponse("/", status_code=303)
+        return _redirect("/")
     return await _security_page(
         request,
         svc,
         principal,
-        error_message=_error_message(error),
+        error_message=page_message(error),
         notice=NOTICES.get(notice or ""),
     )
 
 
-def _back(error: AuthError) -> RedirectResponse:
-    return RedirectResponse(f"/security?error={error.code}", status_code=303)
+def _back(error: AuthError | str, page: str = "/security") -> RedirectResponse:
+    code = error if isinstance(error, str) else error.code
+    return _redirect(f"{page}?error={code}")
 
 
 @router.post("/security/mfa/setup", response_class=HTMLResponse)
@@ -184,7 +336,7 @@ async def security_mfa_verify(
         return _back(exc)
     principal.user.mfa_enabled = True
     return await _security_page(
-        request, svc, principal, backup_codes=codes, notice="Two-factor sign-in is on."
+        request, svc, principal, backup_codes=codes, notice=NOTICES["mfa_enabled"]
     )
 
 
@@ -201,11 +353,7 @@ async def security_mfa_backup_codes(
     except AuthError as exc:
         return _back(exc)
     return await _security_page(
-        request,
-        svc,
-        principal,
-        backup_codes=codes,
-        notice="New backup codes: the old ones no longer work.",
+        request, svc, principal, backup_codes=codes, notice=NOTICES["backup_codes_regenerated"]
     )
 
 
@@ -217,7 +365,7 @@ async def security_mfa_disable(
         await svc.mfa.disable(principal.user.id, code, meta)
     except AuthError as exc:
         return _back(exc)
-    return RedirectResponse("/security?notice=mfa_disabled", status_code=303)
+    return _redirect("/security?notice=mfa_disabled")
 
 
 @router.post("/security/sessions/{session_id}/revoke")
@@ -225,10 +373,10 @@ async def security_revoke(
     session_id: str, svc: ServicesDep, principal: PrincipalDep, meta: MetaDep
 ) -> Response:
     if not await revoke_session(svc, principal, session_id, meta):
-        return _back(AuthError("session_not_found"))
+        return _back("session_not_found")
     if session_id == principal.session.id:
-        return RedirectResponse("/", status_code=303)
-    return RedirectResponse("/security?notice=session_revoked", status_code=303)
+        return _redirect("/?notice=signed_out")
+    return _redirect("/security?notice=session_revoked")
 
 
 @router.post("/security/sessions/revoke-others")
@@ -236,7 +384,62 @@ async def security_revoke_others(
     svc: ServicesDep, principal: PrincipalDep, meta: MetaDep
 ) -> Response:
     await revoke_other_sessions(svc, principal, meta)
-    return RedirectResponse("/security?notice=others_revoked", status_code=303)
+    return _redirect("/security?notice=others_revoked")
+
+
+# ------------------------------------------------------------------ account
+
+
+@router.get("/account", response_class=HTMLResponse)
+async def account_page(
+    request: Request, svc: ServicesDep, principal: OptionalPrincipalDep, error: str | None = None
+) -> Response:
+    if principal is None:
+        return _redirect("/")
+    return render(
+        request,
+        "account.html",
+        {
+            "user": principal.user,
+            "csrf_token": svc.csrf.token_for(principal.session.id),
+            "error_message": page_message(error),
+            "section": "account",
+        },
+    )
+
+
+@router.post("/account/delete")
+async def account_delete(
+    svc: ServicesDep,
+    principal: PrincipalDep,
+    meta: MetaDep,
+    confirm: str | None = Form(None, max_length=8),
+    code: str | None = Form(None, max_length=64),
+) -> Response:
+    if confirm != "yes":
+        return _back("confirm_required", "/account")
+    try:
+        await delete_account_of(svc, principal, code, meta)
+    except AuthError as exc:
+        return _back(exc, "/account")
+    response = _redirect("/?notice=account_deleted")
+    clear_session_cookies(response, svc)
+    return response
+
+
+# ------------------------------------------------------------------ admin
+
+
+def _day(value: str | None, end: bool = False) -> datetime | None:
+    """A date from the filter form (YYYY-MM-DD) as the start (or end) of that UTC day."""
+    if not value:
+        return None
+    try:
+        day = date.fromisoformat(value[:10])
+    except ValueError:
+        return None
+    moment = datetime.combine(day, time.min, tzinfo=UTC)
+    return moment + timedelta(days=1) if end else moment
 
 
 @router.get("/admin", response_class=HTMLResponse)
@@ -245,34 +448,57 @@ async def admin_page(
     svc: ServicesDep,
     principal: OptionalPrincipalDep,
     q: str | None = None,
+    type: str | None = None,
+    user_id: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    before: str | None = None,
     error: str | None = None,
     notice: str | None = None,
 ) -> Response:
-    """A minimal administration page: find users, block and unblock them."""
+    """Administration: statistics, users (search, block, unblock), the security log."""
     if principal is None:
-        return RedirectResponse("/", status_code=303)
+        return _redirect("/")
     if "admin" not in principal.user.roles:
         raise AuthError("forbidden")
     users = await search_users(svc, (q or "")[:200] or None, 100, 0)
-    response = templates.TemplateResponse(
+    event_type = type if type in EVENT_LABELS else None
+    before_id = int(before) if before and before.isdigit() and len(before) < 19 else None
+    log = await query_events(
+        svc,
+        user_id=(user_id or "")[:36] or None,
+        event_type=event_type,
+        since=_day(since),
+        until=_day(until, end=True),
+        before=before_id,
+        limit=50,
+        with_user=True,
+    )
+    filters = {
+        "type": event_type or "",
+        "user_id": (user_id or "")[:36],
+        "since": (since or "")[:10] if _day(since) else "",
+        "until": (until or "")[:10] if _day(until) else "",
+    }
+    return render(
         request,
         "admin.html",
         {
-            "sandbox_mode": svc.settings.sandbox_mode,
             "user": principal.user,
             "csrf_token": svc.csrf.token_for(principal.session.id),
+            "stats": await security_stats(svc),
             "users": users["items"],
             "total": users["total"],
             "q": q or "",
-            "error_message": _error_message(error),
-            "notice": {
-                "blocked": "The user is blocked and signed out everywhere.",
-                "unblocked": "The user is unblocked.",
-            }.get(notice or ""),
+            "events": _events(log["items"]),
+            "next_before": log["next_before"],
+            "filters": filters,
+            "event_labels": EVENT_LABELS,
+            "error_message": page_message(error),
+            "notice": NOTICES.get(notice or "") if notice in {"blocked", "unblocked"} else None,
+            "section": "admin",
         },
     )
-    response.headers["Cache-Control"] = "no-store"
-    return response
 
 
 @router.post("/admin/users/{user_id}/block")
@@ -286,8 +512,8 @@ async def admin_block(
     try:
         await set_blocked(svc, admin.user, user_id, reason, meta)
     except AuthError as exc:
-        return RedirectResponse(f"/admin?error={exc.code}", status_code=303)
-    return RedirectResponse("/admin?notice=blocked", status_code=303)
+        return _back(exc, "/admin")
+    return _redirect("/admin?notice=blocked")
 
 
 @router.post("/admin/users/{user_id}/unblock")
@@ -295,5 +521,7 @@ async def admin_unblock(user_id: str, svc: ServicesDep, admin: AdminDep, meta: M
     try:
         await set_blocked(svc, admin.user, user_id, None, meta)
     except AuthError as exc:
-        return RedirectResponse(f"/admin?error={exc.code}", status_code=303)
-    return RedirectResponse("/admin?notice=unblocked", status_code=303)
+        return _back(exc, "/admin")
+    return _redirect("/admin?notice=unblocked")
+
+

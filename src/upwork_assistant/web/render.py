@@ -1,0 +1,164 @@
+"""Rendering pages: one Jinja2 environment with gettext, and the context every page shares
+(language, theme, time zone, formatting, the sandbox banner)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse, Response
+from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from ..config import SANDBOX_PREFIX
+from .i18n import (
+    LANGUAGE_CODES,
+    LANGUAGE_NAMES,
+    LOCALES,
+    N_,
+    Formatter,
+    Preferences,
+    gettext,
+    ngettext,
+    use_locale,
+)
+
+HERE = Path(__file__).parent
+
+environment = Environment(
+    loader=FileSystemLoader(HERE / "templates"),
+    autoescape=select_autoescape(["html"]),
+    extensions=["jinja2.ext.i18n"],
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+environment.install_gettext_callables(gettext, ngettext, newstyle=True)  # type: ignore[attr-defined]
+environment.policies["ext.i18n.trimmed"] = True
+templates = Jinja2Templates(env=environment)
+
+
+def preferences(request: Request) -> Preferences:
+    cached = getattr(request.state, "ui_preferences", None)
+    if cached is None:
+        cached = Preferences.from_request(
+            dict(request.cookies), request.headers.get("accept-language")
+        )
+        request.state.ui_preferences = cached
+    return cached
+
+
+def here(request: Request) -> str:
+    """This page's path and query: where a preference change returns to."""
+    query = request.url.query
+    return request.url.path + (f"?{query}" if query else "")
+
+
+def render(
+    request: Request,
+    name: str,
+    context: dict[str, Any] | None = None,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    prefs = preferences(request)
+    settings = getattr(request.app.state, "settings", None)
+    page: dict[str, Any] = {
+        "prefs": prefs,
+        "lang": prefs.locale,
+        "locales": LOCALES,
+        "language_names": LANGUAGE_NAMES,
+        "language_codes": LANGUAGE_CODES,
+        "fmt": Formatter(prefs),
+        "here": here(request),
+        "sandbox_mode": bool(settings and settings.sandbox_mode),
+        "csrf_token": None,
+        "user": None,
+        "error_message": None,
+        "notice": None,
+    }
+    page.update(context or {})
+    with use_locale(prefs.locale):
+        response = templates.TemplateResponse(
+            request, name, page, status_code=status_code, headers=headers
+        )
+    response.headers["Content-Language"] = prefs.locale
+    response.headers["Vary"] = "Accept-Language, Cookie"
+    # Pages carry personal data or the person's own settings: never cached.
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+#: Error pages by status: (title, message), both msgids.
+_UNUSABLE = N_("Some of what was sent could not be used. Please try again.")
+ERROR_PAGES: dict[int, tuple[str, str]] = {
+    400: (N_("That did not work"), _UNUSABLE),
+    403: (N_("No access"), N_("You do not have access to this page.")),
+    404: (
+        N_("Page not found"),
+        N_("There is no page at this address. It may have moved, or the link is mistyped."),
+    ),
+    405: (N_("Not available"), N_("This address cannot be used that way.")),
+    413: (N_("Too much data"), N_("What was sent is larger than this service accepts.")),
+    422: (N_("That did not work"), _UNUSABLE),
+    429: (
+        N_("Too many requests"),
+        N_("You are going faster than we allow. Please wait a little and try again."),
+    ),
+    500: (
+        N_("Something went wrong"),
+        N_("Something went wrong on our side. It has been logged; please try again."),
+    ),
+    503: (
+        N_("Temporarily unavailable"),
+        N_("The service is temporarily unavailable. Please try again soon."),
+    ),
+}
+
+
+def error_page(
+    request: Request,
+    status_code: int,
+    headers: dict[str, str] | None = None,
+    retry_after: int | None = None,
+) -> Response:
+    """A styled error page in the person's language."""
+    fallback = 500 if status_code >= 500 else 400
+    title, message = ERROR_PAGES.get(status_code, ERROR_PAGES[fallback])
+    try:
+        return render(
+            request,
+            "error.html",
+            {
+                "status": status_code,
+                "title": title,
+                "message": message,
+                "retry_after": retry_after,
+            },
+            status_code=status_code,
+            headers=headers,
+        )
+    except Exception:  # the page itself failed: a plain answer rather than none
+        return HTMLResponse(
+            f"<!doctype html><title>{status_code}</title><h1>{status_code}</h1>",
+            status_code=status_code,
+            headers=headers,
+        )
+
+
+#: API addresses a browser navigates to itself ("Sign in with Upwork", Upwork's return).
+BROWSER_API_PATHS = ("/api/auth/upwork/authorize", "/api/auth/upwork/callback")
+
+
+def wants_html(request: Request) -> bool:
+    """A browser navigating to a page (not the JSON API, not the sandbox)."""
+    if "text/html" not in request.headers.get("accept", ""):
+        return False
+    path = request.url.path
+    if path in BROWSER_API_PATHS:
+        return request.method == "GET"
+    return not (
+        path.startswith(("/api/", SANDBOX_PREFIX)) or path in {"/healthz", "/readyz", "/metrics"}
+    )
+
+

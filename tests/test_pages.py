@@ -1,0 +1,309 @@
+"""The pages over real HTTP: language and theme choice, time zones, the dashboard's sync,
+account deletion, the admin section and the error pages. The browser tests
+(test_browser.py) walk the same pages in Chromium."""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from upwork_assistant.web.i18n import negotiate, parse_accept_language
+
+from .conftest import SANDBOX_USERS, AppFactory, RunningApp
+from .helpers import Browser, count, rows
+from .test_mfa import code_at, enable_mfa
+from .test_security_log import cli
+from .upwork_helpers import JSON, expire_access, sign_in, stored_tokens
+
+UK = {"Accept-Language": "uk-UA,uk;q=0.9,en;q=0.5"}
+
+
+def form(browser: Browser, page: httpx.Response) -> str:
+    """The CSRF token of the page's forms."""
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert match, "no CSRF token on the page"
+    return match.group(1)
+
+
+def text(page: httpx.Response) -> str:
+    return html.unescape(page.text)
+
+
+@pytest.mark.parametrize(
+    ("header", "chosen", "expected"),
+    [
+        (None, None, "en"),
+        ("uk", None, "uk"),
+        ("uk-UA,uk;q=0.9,en-US;q=0.8", None, "uk"),
+        ("de-DE,uk;q=0.5,en;q=0.4", None, "uk"),
+        ("en;q=0.4,uk;q=0.8", None, "uk"),
+        ("uk;q=0,en", None, "en"),
+        ("fr,de", None, "en"),
+        ("*", None, "en"),
+        ("uk;q=abc", None, "en"),
+        ("en", "uk", "uk"),
+        ("uk", "en", "en"),
+        ("uk", "xx", "uk"),
+        (";;;,,q=1," * 200, None, "en"),
+    ],
+)
+def test_language_negotiation(header: str | None, chosen: str | None, expected: str) -> None:
+    assert negotiate(chosen, header) == expected
+
+
+def test_accept_language_order() -> None:
+    assert parse_accept_language("en;q=0.5, uk, de;q=0.7") == ["uk", "de", "en"]
+
+
+def test_accept_language_and_the_remembered_choice(running: RunningApp) -> None:
+    browser = running.browser()
+    english = browser.get("/")
+    assert '<html lang="en"' in english.text and "Sign in with Upwork" in english.text
+    assert english.headers["content-language"] == "en"
+    assert "Accept-Language" in english.headers["vary"]
+
+    ukrainian = browser.get("/", headers=UK)
+    assert '<html lang="uk"' in ukrainian.text
+    assert "Увійти через Upwork" in text(ukrainian)
+    assert "Sign in with Upwork" not in text(ukrainian)
+
+    # The person picks English on a Ukrainian browser: remembered for a year.
+    r = browser.post("/preferences", data={"lang": "en", "next": "/?x=1"}, headers=UK)
+    assert r.status_code == 303 and r.headers["location"] == "/?x=1"
+    cookie = next(c for c in r.headers.get_list("set-cookie") if c.startswith("lang="))
+    assert "Max-Age=31536000" in cookie and "SameSite=lax" in cookie
+    assert '<html lang="en"' in browser.get("/", headers=UK).text
+
+    # Unknown languages, open redirects and cross-site posts change nothing.
+    r = browser.post("/preferences", data={"lang": "xx", "next": "//evil.example/"})
+    assert r.status_code == 303 and r.headers["location"] == "/"
+    assert not any(c.startswith("lang=") for c in r.headers.get_list("set-cookie"))
+    cross = running.browser().post(
+        "/preferences", data={"lang": "uk"}, headers={"Origin": "https://evil.example"}
+    )
+    assert cross.status_code == 303 and cross.headers["location"].startswith("/?error=forbidden")
+    assert not any(c.startswith("lang=") for c in cross.headers.get_list("set-cookie"))
+    fetched = running.browser().post(
+        "/preferences", data={"lang": "uk"}, headers={"Sec-Fetch-Site": "cross-site"}
+    )
+    assert not any(c.startswith("lang=") for c in fetched.headers.get_list("set-cookie"))
+
+
+def test_theme_follows_the_system_until_chosen(running: RunningApp) -> None:
+    browser = running.browser()
+    assert "data-theme=" not in browser.get("/").text  # the CSS follows the system
+    r = browser.post("/preferences", data={"theme": "toggle", "next": "/"})
+    assert r.status_code == 303
+    assert '<html lang="en" data-theme="dark"' in browser.get("/").text
+    browser.post("/preferences", data={"theme": "toggle", "next": "/"})
+    assert 'data-theme="light"' in browser.get("/").text
+    browser.post("/preferences", data={"theme": "system", "next": "/"})
+    assert "data-theme=" not in browser.get("/").text
+    browser.client.cookies.set("theme", "<script>")
+    assert "data-theme=" not in browser.get("/").text
+
+
+def test_dates_follow_language_and_time_zone(running: RunningApp) -> None:
+    browser, _ = sign_in(running, SANDBOX_USERS["olena"])
+    utc = browser.get("/security")
+    assert re.search(r"\d{1,2}:\d{2}\s(AM|PM) UTC", text(utc))  # zone not known yet: said so
+    browser.client.cookies.set("tz", "Asia/Tokyo")
+    browser.client.cookies.set("lang", "uk")
+    tokyo = text(browser.get("/security"))
+    assert 'data-tz="Asia/Tokyo"' in tokyo
+    stamp = re.search(r'<time datetime="([^"]+)" data-format="datetime"[^>]*>([^<]+)<', tokyo)
+    assert stamp
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    local = datetime.fromisoformat(stamp.group(1)).astimezone(ZoneInfo("Asia/Tokyo"))
+    assert f"{local:%H:%M}" in stamp.group(2)  # 24-hour Ukrainian time, Tokyo's hour
+    assert "\u0440." in stamp.group(2)  # the Ukrainian date ends in "\u0440." (year)
+    for bad in ("../../etc/passwd", "Not/AZone", "x" * 200, "/etc/localtime"):
+        browser.client.cookies.set("tz", bad)
+        page = browser.get("/security")
+        assert page.status_code == 200 and 'data-tz=""' in page.text
+
+
+def test_dashboard_shows_profile_connection_sync_and_events(running: RunningApp) -> None:
+    browser, _ = sign_in(running, SANDBOX_USERS["alex"])
+    page = text(browser.get("/"))
+    assert "Alex Morgan" in page and "alex.morgan@example.com" in page
+    org = rows(running.db_path, "SELECT organization_id FROM upwork_connections")[0][0]
+    assert org and org in page
+    assert "Connected" in page and "Access token valid until" in page
+    assert "Signed in" in page and "Account created" in page  # recent security events
+    assert "Sync now" in page
+
+    r = browser.post("/profile/sync", data={"csrf_token": form(browser, browser.get("/"))})
+    assert r.status_code == 303 and r.headers["location"] == "/?notice=synced"
+    assert "Your profile is up to date with Upwork." in text(browser.get(r.headers["location"]))
+    assert rows(
+        running.db_path, "SELECT count(*) FROM profile_syncs WHERE trigger='manual'"
+    ) == [(1,)]
+
+    # Without the CSRF token nothing happens.
+    forged = browser.post("/profile/sync", data={})
+    assert forged.status_code == 303 and "error=csrf_failed" in forged.headers["location"]
+    assert rows(
+        running.db_path, "SELECT count(*) FROM profile_syncs WHERE trigger='manual'"
+    ) == [(1,)]
+
+
+def test_sync_now_when_upwork_access_is_gone(running: RunningApp) -> None:
+    browser, user_id = sign_in(running, SANDBOX_USERS["alex"])
+    token = form(browser, browser.get("/"))
+    _, refresh = stored_tokens(running, user_id)
+    running.sandbox_state.refresh_tokens[refresh].revoked = True
+    expire_access(running.db_path, user_id)
+    r = browser.post("/profile/sync", data={"csrf_token": token})
+    assert r.status_code == 303 and r.headers["location"] == "/?error=upwork_reauth_required"
+    page = text(browser.get("/"))
+    assert "Needs reconnecting" in page and "Reconnect Upwork" in page
+    assert re.search(r"<button[^>]*disabled", page)  # Sync now waits for the reconnect
+
+
+def test_sync_now_rate_limit_is_a_message(app_factory: AppFactory) -> None:
+    app = app_factory(profile_sync_rate_limit="1/minute")
+    browser, _ = sign_in(app, SANDBOX_USERS["alex"])
+    token = form(browser, browser.get("/"))
+    assert browser.post("/profile/sync", data={"csrf_token": token}).headers[
+        "location"
+    ].endswith("notice=synced")
+    again = browser.post("/profile/sync", data={"csrf_token": token})
+    assert again.headers["location"] == "/?error=sync_rate_limited"
+    assert "Please wait a minute" in text(browser.get(again.headers["location"]))
+
+
+def test_account_deletion_page(running: RunningApp) -> None:
+    browser, _ = sign_in(running, SANDBOX_USERS["olena"])
+    secret, _ = enable_mfa(browser)
+    page = browser.get("/account")
+    assert page.status_code == 200 and 'name="code"' in page.text
+    token = form(browser, page)
+
+    unconfirmed = browser.post("/account/delete", data={"csrf_token": token, "code": "1"})
+    assert unconfirmed.headers["location"] == "/account?error=confirm_required"
+    no_code = browser.post("/account/delete", data={"csrf_token": token, "confirm": "yes"})
+    assert no_code.headers["location"] == "/account?error=mfa_code_required"
+    wrong = browser.post(
+        "/account/delete", data={"csrf_token": token, "confirm": "yes", "code": "000000"}
+    )
+    assert wrong.headers["location"] == "/account?error=mfa_invalid_code"
+    assert "That code is not right" in text(browser.get(wrong.headers["location"]))
+    assert count(running.db_path, "users") == 1
+
+    done = browser.post(
+        "/account/delete",
+        data={"csrf_token": token, "confirm": "yes", "code": code_at(secret, 1)},
+    )
+    assert done.status_code == 303 and done.headers["location"] == "/?notice=account_deleted"
+    assert count(running.db_path, "users") == 0
+    landing = text(browser.get(done.headers["location"]))
+    assert "Your account is deleted" in landing and "Sign in with Upwork" in landing
+    assert browser.get("/api/auth/me", headers=JSON).status_code == 401
+
+
+def test_account_deletion_without_mfa(running: RunningApp) -> None:
+    browser, _ = sign_in(running, SANDBOX_USERS["alex"])
+    page = browser.get("/account")
+    assert 'name="code"' not in page.text
+    token = form(browser, page)
+    done = browser.post("/account/delete", data={"csrf_token": token, "confirm": "yes"})
+    assert done.headers["location"] == "/?notice=account_deleted"
+    assert count(running.db_path, "users") == 0
+
+
+def test_admin_page_stats_search_and_log_filters(running: RunningApp) -> None:
+    admin, admin_id = sign_in(running, SANDBOX_USERS["alex"])
+    _, olena_id = sign_in(running, SANDBOX_USERS["olena"])
+    assert admin.get("/admin").headers["location"] == "/?error=forbidden"
+    assert cli(running, "users", "promote", SANDBOX_USERS["alex"]).returncode == 0
+
+    page = admin.get("/admin")
+    assert page.status_code == 200
+    body = text(page)
+    stats = re.findall(r'<span class="stat">([\d\s,.\u00a0]+)</span>\s*([^<]+)<', body)
+    assert ("2", "users") in [(n.strip(), label.strip()) for n, label in stats]
+    assert "Олена Коваленко" in body and "Alex Morgan" in body
+
+    found = text(admin.get("/admin", params={"q": "olena"}))
+    assert "Олена Коваленко" in found and "Alex Morgan" not in found.split('id="log"')[0].split(
+        'class="users"'
+    )[1]
+
+    only_olena = text(admin.get("/admin", params={"user_id": olena_id, "type": "signin.succeeded"}))
+    log = only_olena.split('id="log"')[1]
+    assert log.count('data-event="signin.succeeded"') == 1
+    assert 'data-event="account.created"' not in log
+    future = text(admin.get("/admin", params={"since": "2999-01-01"}))
+    assert "No events match." in future
+    junk = admin.get(
+        "/admin",
+        params={"since": "yesterday", "until": "13/13/13", "before": "x" * 40, "type": "?"},
+    )
+    assert junk.status_code == 200
+    assert admin_id  # the admin's own row has no Block button
+    assert body.count('class="danger">Block</button>') == 1
+
+
+@pytest.mark.parametrize("lang", ["en", "uk"])
+def test_error_pages_are_styled_for_browsers_and_json_for_the_api(
+    running: RunningApp, lang: str
+) -> None:
+    browser = running.browser()
+    browser.client.cookies.set("lang", lang)
+    missing = browser.get("/no-such-page")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"].startswith("text/html")
+    assert f'<html lang="{lang}"' in missing.text
+    assert ("Page not found" if lang == "en" else "Сторінку не знайдено") in text(missing)
+    assert "/static/app.css" in missing.text
+
+    api = browser.get("/api/no-such-thing")
+    assert api.status_code == 404 and api.headers["content-type"] == "application/json"
+    assert running.api().get("/no-such-page").json()["error"] == "not_found"
+
+
+def test_429_and_500_pages(app_factory: AppFactory) -> None:
+    app = app_factory(signin_rate_limit="2/minute")
+    fastapi_app: FastAPI = app.app
+
+    @fastapi_app.get("/boom-for-test")
+    async def boom() -> dict[str, Any]:
+        raise RuntimeError("secret detail that must not show")
+
+    browser = app.browser()
+    for _ in range(2):
+        browser.get("/api/auth/upwork/authorize", params={"redirect": "true"})
+    limited = browser.get("/api/auth/upwork/authorize", params={"redirect": "true"})
+    assert limited.status_code == 429
+    assert limited.headers["content-type"].startswith("text/html")
+    retry = int(limited.headers["retry-after"])
+    assert f"You can try again in {retry} second" in text(limited)
+    assert app.api().get("/api/auth/upwork/authorize").status_code == 429  # JSON for the API
+
+    broken = browser.get("/boom-for-test", headers=UK)
+    assert broken.status_code == 500
+    assert "secret detail" not in broken.text and "Traceback" not in broken.text
+    assert '<html lang="uk"' in broken.text and "/static/app.css" in broken.text
+
+
+def test_pages_send_no_inline_script_or_style(running: RunningApp) -> None:
+    browser, _ = sign_in(running, SANDBOX_USERS["alex"])
+    assert cli(running, "users", "promote", SANDBOX_USERS["alex"]).returncode == 0
+    token = form(browser, browser.get("/"))
+    setup = browser.post("/security/mfa/setup", data={"csrf_token": token})
+    pages = [browser.get(p) for p in ("/", "/security", "/account", "/admin", "/nope")]
+    pages += [setup, running.browser().get("/")]
+    for page in pages:
+        assert "<script>" not in page.text and "<script " not in page.text.replace(
+            '<script src="/static/app.js" defer></script>', ""
+        )
+        assert " style=" not in page.text and "<style" not in page.text
+        assert "onclick" not in page.text.lower()
