@@ -260,7 +260,12 @@ async def _live(
 ) -> tuple[UserSession, User] | None:
     row = (
         await db.execute(
-            select(UserSession, User).join(User, User.id == UserSession.user_id).where(*conditions)
+            select(UserSession, User)
+            .join(User, User.id == UserSession.user_id)
+            .where(*conditions)
+            # The row as committed now, not as this transaction first loaded it: after
+            # losing a rotation race (PostgreSQL, READ COMMITTED) the winner's values count.
+            .execution_options(populate_existing=True)
         )
     ).one_or_none()
     if row is None:
