@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -125,6 +126,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             worker_in_serve=settings.worker_in_serve,
         )
         await services.start()
+        # What startup built lives as long as the process: keep it out of the garbage
+        # collector's full passes, which otherwise stall requests now and then.
+        gc.collect()
+        gc.freeze()
         key_reloader = asyncio.create_task(_reload_jwt_keys(services))
         worker = (
             asyncio.create_task(services.worker.run_forever()) if settings.worker_in_serve else None
@@ -138,6 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
         await services.aclose()
+        gc.unfreeze()
 
     app = FastAPI(
         title="Upwork Assistant",

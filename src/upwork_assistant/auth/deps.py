@@ -19,8 +19,11 @@ from .errors import AuthError
 from .sessions import TOUCH_EVERY
 from .tokens import UnknownKey
 
+# Dependencies are coroutines: FastAPI runs a plain `def` dependency in a worker thread,
+# a hand-off that would cost more than the dependency itself on every request.
 
-def get_services(request: Request) -> Services:
+
+async def get_services(request: Request) -> Services:
     return request.app.state.services  # type: ignore[no-any-return]
 
 
@@ -77,8 +80,7 @@ async def authenticate(request: Request, svc: Services) -> Principal | None:
             return None
     except jwt.InvalidTokenError:
         return None
-    async with svc.db.session() as db:
-        found = await svc.sessions.active(db, claims.session_id, claims.user_id)
+    found = await svc.sessions.active(svc.db, claims.session_id, claims.user_id)
     if found is None:
         return None
     session, user = found
@@ -120,7 +122,11 @@ async def require_admin(principal: Annotated[Principal, Depends(require_principa
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 AdminDep = Annotated[Principal, Depends(require_admin)]
-MetaDep = Annotated[RequestMeta, Depends(request_meta)]
+async def _request_meta(request: Request) -> RequestMeta:
+    return request_meta(request)
+
+
+MetaDep = Annotated[RequestMeta, Depends(_request_meta)]
 PrincipalDep = Annotated[Principal, Depends(require_principal)]
 OptionalPrincipalDep = Annotated[Principal | None, Depends(optional_principal)]
 

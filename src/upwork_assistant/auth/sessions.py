@@ -19,9 +19,10 @@ from functools import lru_cache
 from typing import Literal
 
 import ua_parser
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, Row, Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..db.engine import Database
 from ..db.models import RotatedRefreshToken, User, UserSession
 from ..db.types import utcnow
 from ..security.audit import RequestMeta
@@ -192,10 +193,14 @@ class SessionService:
         return RefreshOutcome("reused", session, user)
 
     async def active(
-        self, db: AsyncSession, session_id: str, user_id: str
+        self, database: Database, session_id: str, user_id: str
     ) -> tuple[UserSession, User] | None:
-        """The session an access token names, if it is still live and the user's."""
-        return await _live(db, UserSession.id == session_id, UserSession.user_id == user_id)
+        """The session an access token names, if it is still live and the user's: one
+        read of the session and user rows, on every authenticated request."""
+        row = await database.read_one(
+            _session_and_user(UserSession.id == session_id, UserSession.user_id == user_id)
+        )
+        return _if_live(row)
 
     async def touch(self, db: AsyncSession, session: UserSession, meta: RequestMeta) -> None:
         """Record that the session was used (at most every few minutes)."""
@@ -258,16 +263,17 @@ class SessionService:
 async def _live(
     db: AsyncSession, *conditions: ColumnElement[bool]
 ) -> tuple[UserSession, User] | None:
-    row = (
-        await db.execute(
-            select(UserSession, User)
-            .join(User, User.id == UserSession.user_id)
-            .where(*conditions)
-            # The row as committed now, not as this transaction first loaded it: after
-            # losing a rotation race (PostgreSQL, READ COMMITTED) the winner's values count.
-            .execution_options(populate_existing=True)
-        )
-    ).one_or_none()
+    # The row as committed now, not as this transaction first loaded it: after losing a
+    # rotation race (PostgreSQL, READ COMMITTED) the winner's values count.
+    statement = _session_and_user(*conditions).execution_options(populate_existing=True)
+    return _if_live((await db.execute(statement)).one_or_none())
+
+
+def _session_and_user(*conditions: ColumnElement[bool]) -> Select[tuple[UserSession, User]]:
+    return select(UserSession, User).join(User, User.id == UserSession.user_id).where(*conditions)
+
+
+def _if_live(row: Row[tuple[UserSession, User]] | None) -> tuple[UserSession, User] | None:
     if row is None:
         return None
     session, user = row

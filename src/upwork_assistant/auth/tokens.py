@@ -7,6 +7,7 @@ import hashlib
 import json
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -29,6 +30,10 @@ from ..db.types import utcnow
 from ..security.keys import KeyRing, Sealed
 
 ALGORITHM = "EdDSA"
+
+
+LEEWAY = 5  # seconds of clock skew allowed on exp
+VERIFIED_CACHE_SIZE = 8192
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,10 @@ class JWTIssuer:
     def use_keys(self, keys: list[Ed25519PrivateKey]) -> None:
         """Install keys, oldest first: the last one signs."""
         self._keys = {key_id(k): k for k in keys}
+        self._public = {kid: k.public_key() for kid, k in self._keys.items()}
         self.kid = key_id(keys[-1])
+        # A retired key's tokens must fail from now on: forget what was verified.
+        self._verified: OrderedDict[str, AccessClaims] = OrderedDict()
 
     @property
     def kids(self) -> list[str]:
@@ -90,19 +98,36 @@ class JWTIssuer:
 
     def verify(self, token: str) -> AccessClaims:
         """Raises ``jwt.InvalidTokenError`` for anything but a valid, current token of ours
-        (``UnknownKey`` when it names a key this process does not know yet)."""
+        (``UnknownKey`` when it names a key this process does not know yet).
+
+        A token that verified before is remembered (the exact string, until it expires or
+        the keys change): a browser sends the same token with every request for 15 minutes,
+        and the signature check is the dearest step of the request's auth path."""
+        known = self._verified.get(token)
+        if known is not None:
+            if time.time() <= known.expires_at + LEEWAY:
+                self._verified.move_to_end(token)
+                return known
+            del self._verified[token]
+        claims = self._verify(token)
+        self._verified[token] = claims
+        if len(self._verified) > VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return claims
+
+    def _verify(self, token: str) -> AccessClaims:
         kid = jwt.get_unverified_header(token).get("kid")
-        key = self._keys.get(kid) if isinstance(kid, str) else None
+        key = self._public.get(kid) if isinstance(kid, str) else None
         if key is None:
             raise UnknownKey(str(kid)[:40])
         claims = jwt.decode(
             token,
-            key.public_key(),
+            key,
             algorithms=[ALGORITHM],
             audience=self.audience,
             issuer=self.issuer,
             options={"require": ["sub", "sid", "iat", "exp", "iss", "aud", "jti"]},
-            leeway=5,
+            leeway=LEEWAY,
         )
         sub, sid = claims["sub"], claims["sid"]
         if not isinstance(sub, str) or not isinstance(sid, str):
