@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test test-sqlite test-postgres lint sandbox install clean messages screenshots
+.PHONY: run test test-sqlite test-postgres lint sandbox install clean messages screenshots bench
 
 # A virtual environment, made once. Debian's own python3 needs python3-venv for this;
 # when it is missing and we are root, install it.
@@ -29,6 +29,10 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[test]'
 	@touch $@
 
+$(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed-test
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	@touch $@
+
 install: $(VENV)/.installed
 
 run: $(VENV)/.installed
@@ -39,12 +43,12 @@ sandbox: $(VENV)/.installed
 	$(BIN)/upwork-assistant sandbox --host $(HOST) --port 8001
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
 
 # The whole suite twice: on SQLite, then on PostgreSQL + Redis (throwaway servers that
 # scripts/with-services.sh installs when missing, starts on loopback and removes).
 test: $(VENV)/.installed-test
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
 	scripts/ensure-browser.sh
 	@echo "== tests on SQLite =="
 	$(BIN)/pytest -q $(PYTEST_ARGS)
@@ -68,6 +72,13 @@ screenshots: $(VENV)/.installed-test
 	scripts/ensure-browser.sh
 	SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(BIN)/pytest -q -p no:cacheprovider \
 	  tests/test_browser.py -k screenshot_set
+
+# Benchmarks on SQLite and on PostgreSQL + Redis (throwaway servers), against the
+# FastAPI-Users peer; writes docs/benchmarks.md. BENCH_ARGS=--quick for a short run.
+bench: $(VENV)/.installed-bench
+	command -v wrk >/dev/null || scripts/apt-install.sh wrk
+	command -v taskset >/dev/null || scripts/apt-install.sh util-linux
+	scripts/with-services.sh $(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info

@@ -1,0 +1,1 @@
+"""Peers measured beside Upwork Assistant in the same run."""
