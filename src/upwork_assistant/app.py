@@ -128,7 +128,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await services.start()
         # What startup built lives as long as the process: keep it out of the garbage
         # collector's full passes, which otherwise stall requests now and then.
-        gc.collect()
         gc.freeze()
         key_reloader = asyncio.create_task(_reload_jwt_keys(services))
         worker = (
