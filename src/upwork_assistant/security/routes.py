@@ -56,12 +56,12 @@ async def query_events(
     svc: Services,
     *,
     user_id: str | None,
-    event_type: str | None,
-    since: datetime | None,
-    until: datetime | None,
-    before: int | None,
     limit: int,
     with_user: bool,
+    event_type: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    before: int | None = None,
 ) -> dict[str, Any]:
     query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit + 1)
     if user_id is not None:

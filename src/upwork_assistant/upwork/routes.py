@@ -58,14 +58,20 @@ async def get_profile(principal: PrincipalDep, svc: ServicesDep) -> dict[str, An
     return profile_json(principal.user, await last_sync(svc, principal.user.id))
 
 
+async def sync_now(svc: ServicesDep, user_id: str, meta: MetaDep) -> User:
+    """A sync the user asked for: within the per-user budget (RateLimitExceeded beyond it),
+    then from Upwork (UpworkError when that fails)."""
+    retry_after = await svc.sync_budget.hit(user_id)
+    if retry_after:
+        raise RateLimitExceeded(retry_after, "Too many sync requests. Please wait a moment.")
+    return await svc.sync.sync(user_id, "manual", meta)
+
+
 @router.post("/profile/sync")
 async def sync_profile(principal: PrincipalDep, svc: ServicesDep, meta: MetaDep) -> dict[str, Any]:
     """Sync the profile from Upwork now; returns the fresh profile. Rate limited per user;
     409 ``upwork_reauth_required`` when the Upwork connection must be restored first."""
-    retry_after = await svc.sync_budget.hit(principal.user.id)
-    if retry_after:
-        raise RateLimitExceeded(retry_after, "Too many sync requests. Please wait a moment.")
-    user = await svc.sync.sync(principal.user.id, "manual", meta)
+    user = await sync_now(svc, principal.user.id, meta)
     return profile_json(user, await last_sync(svc, user.id))
 
 

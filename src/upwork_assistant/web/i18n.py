@@ -70,10 +70,6 @@ def translations(locale: str) -> NullTranslations:
 _locale: ContextVar[str] = ContextVar("ui_locale", default=DEFAULT_LOCALE)
 
 
-def current_locale() -> str:
-    return _locale.get()
-
-
 @contextlib.contextmanager
 def use_locale(locale: str) -> Iterator[None]:
     token = _locale.set(locale if locale in LOCALES else DEFAULT_LOCALE)

@@ -19,9 +19,10 @@ from ..auth.sessions import user_agent_parts
 from ..db.models import UpworkConnection
 from ..db.types import utcnow
 from ..security import audit
+from ..security.ratelimit import RateLimitExceeded
 from ..security.routes import query_events, search_users, security_stats, set_blocked
 from ..upwork.errors import UpworkError
-from ..upwork.routes import last_sync
+from ..upwork.routes import last_sync, sync_now
 from ..upwork.vault import ACTIVE
 from .i18n import (
     LANG_COOKIE,
@@ -206,16 +207,7 @@ async def index(
     if stale and connection is not None and connection.status == ACTIVE:
         # After the page is sent: a stale profile is brought up to date for the next view.
         background.add_task(svc.sync.sync_if_due, user_id, "stale")
-    events = await query_events(
-        svc,
-        user_id=user_id,
-        event_type=None,
-        since=None,
-        until=None,
-        before=None,
-        limit=8,
-        with_user=False,
-    )
+    events = await query_events(svc, user_id=user_id, limit=8, with_user=False)
     return render(
         request,
         "dashboard.html",
@@ -237,10 +229,10 @@ async def index(
 @router.post("/profile/sync")
 async def profile_sync(svc: ServicesDep, principal: PrincipalDep, meta: MetaDep) -> Response:
     """"Sync now" on the dashboard: the same sync as POST /api/upwork/profile/sync."""
-    if await svc.sync_budget.hit(principal.user.id):
-        return _redirect("/?error=sync_rate_limited")
     try:
-        await svc.sync.sync(principal.user.id, "manual", meta)
+        await sync_now(svc, principal.user.id, meta)
+    except RateLimitExceeded:
+        return _redirect("/?error=sync_rate_limited")
     except UpworkError as exc:
         return _redirect(f"/?error={exc.code}")
     return _redirect("/?notice=synced")
@@ -464,12 +456,13 @@ async def admin_page(
     users = await search_users(svc, (q or "")[:200] or None, 100, 0)
     event_type = type if type in EVENT_LABELS else None
     before_id = int(before) if before and before.isdigit() and len(before) < 19 else None
+    start, end = _day(since), _day(until, end=True)
     log = await query_events(
         svc,
         user_id=(user_id or "")[:36] or None,
         event_type=event_type,
-        since=_day(since),
-        until=_day(until, end=True),
+        since=start,
+        until=end,
         before=before_id,
         limit=50,
         with_user=True,
@@ -477,8 +470,8 @@ async def admin_page(
     filters = {
         "type": event_type or "",
         "user_id": (user_id or "")[:36],
-        "since": (since or "")[:10] if _day(since) else "",
-        "until": (until or "")[:10] if _day(until) else "",
+        "since": start.date().isoformat() if start else "",
+        "until": (end - timedelta(days=1)).date().isoformat() if end else "",
     }
     return render(
         request,
