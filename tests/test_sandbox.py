@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -12,9 +13,25 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
+from graphql import GraphQLObjectType
+from starlette.applications import Starlette
+from starlette.routing import Mount
+from typer.testing import CliRunner
+
+from upwork_assistant import cli
+from upwork_assistant.sandbox import (
+    DEFAULT_SCOPES,
+    SCOPES,
+    SandboxClient,
+    SandboxConfig,
+    create_sandbox_app,
+    parse_scopes,
+)
+from upwork_assistant.sandbox.schema import build as build_schema
+from upwork_assistant.sandbox.state import Grant
 
 from .conftest import SANDBOX_USERS, StandaloneSandbox
-from .helpers import parse_consent
+from .helpers import parse_consent, serve
 
 REDIRECT = "http://127.0.0.1:9/callback"
 SandboxFactory = Callable[[list[str]], StandaloneSandbox]
@@ -251,9 +268,15 @@ def test_refresh_grant(sandbox: StandaloneSandbox, rotate: bool) -> None:
     assert gql(sandbox, second["access_token"], "{ user { id } }").status_code == 200
     if rotate:
         assert second["refresh_token"] != first["refresh_token"]
-        stale = token(
-            sandbox, {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}
+        # The rotated-away token's grace is tested below; without one it is dead at once.
+        sandbox.faults(old_refresh_grace=0)
+        third = token(
+            sandbox, {"grant_type": "refresh_token", "refresh_token": second["refresh_token"]}
         )
+        stale = token(
+            sandbox, {"grant_type": "refresh_token", "refresh_token": second["refresh_token"]}
+        )
+        assert third.status_code == 200
         assert stale.status_code == 400 and stale.json()["error"] == "invalid_grant"
     else:
         assert second["refresh_token"] == first["refresh_token"]
@@ -323,6 +346,7 @@ def access_for(sb: StandaloneSandbox, user: str = SANDBOX_USERS["olena"]) -> str
 
 def test_graphql_user_and_organization(sandbox: StandaloneSandbox) -> None:
     access = access_for(sandbox)
+    sandbox.faults(scopes=["all"])
     r = gql(sandbox, access, "query { user { id nid rid name email } organization { id name } }")
     assert r.status_code == 200
     data = r.json()["data"]
@@ -330,7 +354,7 @@ def test_graphql_user_and_organization(sandbox: StandaloneSandbox) -> None:
         "id": SANDBOX_USERS["olena"],
         "nid": "olenakovalenko",
         "rid": "7000002",
-        "name": "Олена Коваленко",
+        "name": "Олена " + "Коваленко"[0] + ".",  # first name + last initial
         "email": "olena.kovalenko@example.com",
     }
     assert data["organization"]["name"] == "Студія Олени"
@@ -338,6 +362,7 @@ def test_graphql_user_and_organization(sandbox: StandaloneSandbox) -> None:
 
 def test_graphql_no_email_user(sandbox: StandaloneSandbox) -> None:
     access = access_for(sandbox, SANDBOX_USERS["noemail"])
+    sandbox.faults(scopes=["common-entities", "user-email"])
     assert gql(sandbox, access, "{ user { email } }").json()["data"]["user"]["email"] is None
 
 
@@ -357,6 +382,7 @@ def test_graphql_unknown_field_is_validation_error(sandbox: StandaloneSandbox) -
 
 def test_graphql_variables_and_operation_name(sandbox: StandaloneSandbox) -> None:
     access = access_for(sandbox)
+    sandbox.faults(scopes=["all"])
     r = httpx.post(
         f"{sandbox.url}/graphql",
         headers={"Authorization": f"Bearer {access}"},
@@ -378,10 +404,11 @@ def test_graphql_bad_body(sandbox: StandaloneSandbox) -> None:
 
 def test_graphql_tenant_header(sandbox: StandaloneSandbox) -> None:
     access = access_for(sandbox)
+    sandbox.faults(scopes=["all"])
     ok = gql(
         sandbox, access, "{ organization { id } }", {"X-Upwork-API-TenantId": "1717171717171717102"}
     )
-    assert ok.status_code == 200
+    assert ok.status_code == 200 and ok.json()["data"]["organization"]["id"]
     other = gql(sandbox, access, "{ organization { id } }", {"X-Upwork-API-TenantId": "999"})
     assert other.status_code == 403
 
@@ -428,3 +455,378 @@ def test_authorize_query_survives_urlencode(sandbox: StandaloneSandbox) -> None:
         authorize_params(sandbox, scope="openid profile")
     )
     assert httpx.get(url).status_code == 200
+
+
+# ----- scopes -----------------------------------------------------------------------------
+
+SCOPE_ERROR = (
+    "The client or authentication token doesn't have enough oauth2 permissions/scopes "
+    "to access: [{}]"
+)
+EVERY_FIELD = """{
+  user { id nid rid name email photoUrl ciphertext }
+  organization { id rid name type legacyType }
+  companySelector { items { title organizationId organizationRid photoUrl } }
+}"""
+
+
+def test_scope_error_fails_the_whole_query_with_200(sandbox: StandaloneSandbox) -> None:
+    access = access_for(sandbox)
+    r = gql(sandbox, access, "query {\n  user { id name email }\n  organization { id }\n}")
+    assert r.status_code == 200
+    assert r.json() == {
+        "data": None,
+        "errors": [
+            {
+                "message": SCOPE_ERROR.format("User.email, Query.organization, Organization.id"),
+                "locations": [{"line": 2, "column": 18}],  # the `email`
+                "extensions": {"classification": "ExecutionAborted"},
+            }
+        ],
+    }
+    # Each field once, however often it is selected; granted fields alone run fine.
+    twice = gql(sandbox, access, "{ user { email } again: user { email name } }")
+    assert twice.json()["errors"][0]["message"] == SCOPE_ERROR.format("User.email")
+    ok = gql(sandbox, access, "{ user { id nid rid name photoUrl ciphertext __typename } }")
+    assert ok.json()["data"]["user"]["__typename"] == "User" and "errors" not in ok.json()
+    assert httpx.get(f"{sandbox.url}/_sandbox/stats").json()["scope_errors"] == 2
+
+
+def test_fragments_cannot_hide_a_field(sandbox: StandaloneSandbox) -> None:
+    access = access_for(sandbox)
+    for query in (
+        "{ user { ...F } } fragment F on User { id email }",
+        "{ user { ...A } } fragment A on User { ...B } fragment B on User { email }",
+        "{ user { ... on User { email } } }",
+        "query Q { ...R } fragment R on Query { user { email } }",
+    ):
+        r = gql(sandbox, access, query)
+        assert r.status_code == 200 and r.json()["data"] is None, query
+        assert r.json()["errors"][0]["message"] == SCOPE_ERROR.format("User.email"), query
+
+
+def test_introspection_and_validation_errors_are_not_scope_errors(
+    sandbox: StandaloneSandbox,
+) -> None:
+    access = access_for(sandbox)
+    r = gql(sandbox, access, "{ __schema { queryType { name } } }")
+    assert r.json()["data"]["__schema"]["queryType"]["name"] == "Query"
+    invalid = gql(sandbox, access, "{ user { email password } }").json()
+    assert invalid["data"] is None and "password" in invalid["errors"][0]["message"]
+    assert "oauth2" not in invalid["errors"][0]["message"]
+
+
+def test_all_scopes_grant_every_field(sandbox: StandaloneSandbox) -> None:
+    access = access_for(sandbox)
+    sandbox.faults(scopes=["all"])
+    assert httpx.get(f"{sandbox.url}/_sandbox/faults").json()["scopes"] == list(SCOPES)
+    body = gql(sandbox, access, EVERY_FIELD).json()
+    assert "errors" not in body and body["data"]["companySelector"]["items"][0]["title"]
+    # Every field of the schema belongs to some scope, so "all" really is all.
+    granted = set().union(*(s.fields for s in SCOPES.values()))
+    for name, gql_type in build_schema().type_map.items():
+        if isinstance(gql_type, GraphQLObjectType) and not name.startswith("__"):
+            assert {f"{name}.{field}" for field in gql_type.fields} <= granted
+
+
+def test_client_scopes_and_their_shorthands(sandbox_factory: SandboxFactory) -> None:
+    assert parse_scopes("") == DEFAULT_SCOPES == ("common-entities",)
+    assert parse_scopes("all") == tuple(SCOPES) == ("common-entities", "user-email", "organization")
+    assert parse_scopes(" user-email, common-entities ") == ("user-email", "common-entities")
+    with pytest.raises(ValueError, match="known scopes: common-entities, user-email"):
+        parse_scopes("common-entities,profile")
+    client = SandboxClient("c", "s", (REDIRECT,), scopes=("all",))
+    assert client.scopes == tuple(SCOPES)
+    assert SandboxClient("c", "s", (REDIRECT,)).scopes == DEFAULT_SCOPES
+    config = SandboxConfig(clients=[SandboxClient("c", "s", (REDIRECT,), ("common-entities",))])
+    with serve(create_sandbox_app(config)) as url:
+        params = {"response_type": "code", "client_id": "c", "redirect_uri": REDIRECT}
+        consent = httpx.get(f"{url}/ab/account-security/oauth2/authorize", params=params)
+        index = httpx.get(f"{url}/")
+    for page in (consent, index):
+        assert "Common Entities - Read-Only Access" in page.text
+        assert "User email" not in page.text
+
+
+def test_scopes_over_the_faults_api(sandbox: StandaloneSandbox) -> None:
+    access = access_for(sandbox)
+    sandbox.faults(scopes=["common-entities", "user-email"])
+    assert gql(sandbox, access, "{ user { email } }").json()["data"]["user"]["email"]
+    for bad in (["nope"], "all", [1]):
+        r = httpx.patch(f"{sandbox.url}/_sandbox/faults", json={"scopes": bad})
+        assert r.status_code == 400 and "scopes" in r.json()["message"]
+    unknown = httpx.patch(f"{sandbox.url}/_sandbox/faults", json={"scopes": ["nope"]})
+    assert "known scopes: common-entities, user-email, organization, all" in unknown.text
+    sandbox.faults(scopes=None)  # back to the client's own scopes
+    assert gql(sandbox, access, "{ user { email } }").json()["data"] is None
+
+
+# ----- users as Upwork sends them ---------------------------------------------------------
+
+
+def test_names_are_first_name_and_last_initial(sandbox: StandaloneSandbox) -> None:
+    names = {
+        key: gql(sandbox, access_for(sandbox, user), "{ user { name } }").json()["data"]
+        for key, user in SANDBOX_USERS.items()
+    }
+    assert names["alex"] == {"user": {"name": "Alex M."}}
+    assert names["olena"] == {"user": {"name": "Олена " + "Коваленко"[0] + "."}}
+    assert names["noemail"] == {"user": {"name": "Sam P."}}
+    html_name = names["html"]["user"]["name"]
+    assert len(html_name) == 300 and html_name.startswith("<script>")  # sent whole
+
+
+def test_photo_url_is_served_by_the_sandbox(sandbox: StandaloneSandbox) -> None:
+    user = gql(sandbox, access_for(sandbox), "{ user { id photoUrl } }").json()["data"]["user"]
+    assert user["photoUrl"] == f"{sandbox.url}/_sandbox/portraits/{user['id']}.svg"
+    r = httpx.get(user["photoUrl"])
+    assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml")
+    assert "<svg" in r.text and ">" + "Олена"[0] + "Коваленко"[0] + "<" in r.text  # initials
+    html_user = httpx.get(f"{sandbox.url}/_sandbox/portraits/{SANDBOX_USERS['html']}.svg")
+    assert "<script" not in html_user.text
+    assert httpx.get(f"{sandbox.url}/_sandbox/portraits/42.svg").status_code == 404
+
+
+def test_photo_url_under_a_mount_prefix() -> None:
+    sandbox_app = create_sandbox_app(SandboxConfig(clients=[SandboxClient("c", "s", (REDIRECT,))]))
+    sandbox_app.state.sandbox.access_tokens["tok"] = Grant(
+        "c", SANDBOX_USERS["alex"], time.time() + 60, "family"
+    )
+    outer = Starlette(routes=[Mount("/sandbox/upwork", sandbox_app)])
+    with serve(outer) as url:
+        r = httpx.post(
+            f"{url}/sandbox/upwork/graphql",
+            json={"query": "{ user { photoUrl } }"},
+            headers={"Authorization": "Bearer tok"},
+        )
+        photo = r.json()["data"]["user"]["photoUrl"]
+        assert photo == f"{url}/sandbox/upwork/_sandbox/portraits/{SANDBOX_USERS['alex']}.svg"
+        assert httpx.get(photo).status_code == 200
+
+
+def test_ciphertext_is_a_stable_profile_key(sandbox: StandaloneSandbox) -> None:
+    query = "{ user { ciphertext } }"
+
+    def ciphertext(user: str) -> str:
+        return str(
+            gql(sandbox, access_for(sandbox, user), query).json()["data"]["user"]["ciphertext"]
+        )
+
+    first, again = ciphertext(SANDBOX_USERS["alex"]), ciphertext(SANDBOX_USERS["alex"])
+    assert re.fullmatch(r"~01[0-9a-f]{16}", first) and first == again
+    assert ciphertext(SANDBOX_USERS["olena"]) != first
+
+
+# ----- token endpoint: what real Upwork does ----------------------------------------------
+
+
+def refresh_with(sb: StandaloneSandbox, refresh_token: str, basic: bool = False) -> httpx.Response:
+    return token(sb, {"grant_type": "refresh_token", "refresh_token": refresh_token}, basic)
+
+
+def test_refresh_with_basic_auth_refused(sandbox: StandaloneSandbox) -> None:
+    code, _ = get_code(sandbox)
+    pair = token(  # the code exchange accepts Basic, as Upwork's Python SDK sends it
+        sandbox,
+        {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT},
+        basic=True,
+    ).json()
+    r = refresh_with(sandbox, pair["refresh_token"], basic=True)
+    assert r.status_code == 400
+    assert r.json() == {
+        "error": "invalid_request",
+        "error_description": "Missing parameters: client_id",
+    }
+    sandbox.faults(refresh_basic_auth=True)
+    assert refresh_with(sandbox, pair["refresh_token"], basic=True).status_code == 200
+
+
+def test_old_refresh_token_lives_24_hours_after_rotation(sandbox: StandaloneSandbox) -> None:
+    code, _ = get_code(sandbox)
+    first = exchange(sandbox, code).json()["refresh_token"]
+    second = refresh_with(sandbox, first).json()["refresh_token"]
+    grants = sandbox.state.refresh_tokens
+    assert abs(grants[first].expires_at - time.time() - 86400) < 60
+    assert abs(grants[second].expires_at - time.time() - 14 * 86400) < 60
+    # Within the grace the old token still gives a fresh pair (and rotates again).
+    third = refresh_with(sandbox, first)
+    assert third.status_code == 200
+    assert third.json()["refresh_token"] not in (first, second)
+    assert abs(grants[first].expires_at - time.time() - 86400) < 60  # not extended
+    grants[first].expires_at = time.time() - 1  # the 24 hours are over
+    stale = refresh_with(sandbox, first)
+    assert stale.status_code == 400 and stale.json()["error"] == "invalid_grant"
+    # The grace never lengthens a token's life.
+    grants[second].expires_at = time.time() + 10
+    refresh_with(sandbox, second)
+    assert grants[second].expires_at <= time.time() + 10
+
+
+def test_expires_in_as_string(sandbox: StandaloneSandbox) -> None:
+    sandbox.faults(expires_in_as_string=True)
+    code, _ = get_code(sandbox)
+    assert exchange(sandbox, code).json()["expires_in"] == "86400"
+
+
+# ----- per-IP rate limit ------------------------------------------------------------------
+
+
+def test_per_ip_rate_limit_blocks_until_quiet(sandbox: StandaloneSandbox) -> None:
+    sandbox.faults(ip_block_seconds=1)
+    url = f"{sandbox.url}/api/v3/oauth2/token"
+    with httpx.Client() as c:
+        answers = [c.post(url, data={"grant_type": "password"}) for _ in range(11)]
+        assert [a.status_code for a in answers] == [401] * 10 + [429]  # 401: no client
+        assert answers[-1].json() == {"message": "Too Many Requests"}
+        assert "retry-after" not in answers[-1].headers
+        # The whole IP is blocked, GraphQL too, but not the pages and controls.
+        assert (
+            c.post(f"{sandbox.url}/graphql", json={"query": "{ user { id } }"}).status_code == 429
+        )
+        authorize = c.get(
+            f"{sandbox.url}/ab/account-security/oauth2/authorize", params=authorize_params(sandbox)
+        )
+        assert authorize.status_code == 200
+        # Each blocked request pushes the block further: 1.2 s after it began it still holds.
+        time.sleep(0.6)
+        assert c.post(url, data={"grant_type": "password"}).status_code == 429
+        time.sleep(0.6)
+        assert c.post(url, data={"grant_type": "password"}).status_code == 429
+        time.sleep(1.1)
+        assert c.post(url, data={"grant_type": "password"}).status_code == 401
+    stats = httpx.get(f"{sandbox.url}/_sandbox/stats").json()
+    assert stats["rate_limited"] == 4 and stats["token_requests"] == 14
+    assert stats["graphql_requests"] == 1  # blocked requests still count as received
+
+
+def test_per_ip_rate_limit_off(sandbox: StandaloneSandbox) -> None:
+    sandbox.faults(ip_rate_limit=0)
+    with httpx.Client() as c:
+        for _ in range(15):
+            r = c.post(f"{sandbox.url}/api/v3/oauth2/token", data={"grant_type": "password"})
+            assert r.status_code == 401
+
+
+# ----- authentication errors, PKCE, deny --------------------------------------------------
+
+
+def test_auth_errors_inside_a_200(sandbox: StandaloneSandbox) -> None:
+    sandbox.faults(auth_error_status=200)
+    expected = {
+        "data": None,
+        "errors": [
+            {
+                "message": "Authentication failed: the access token is invalid, expired or revoked",
+                "extensions": {"code": "UNAUTHENTICATED", "classification": "AuthenticationError"},
+            }
+        ],
+    }
+    access = access_for(sandbox)
+    for auth in (None, "unknown-token", "fault"):
+        if auth == "fault":  # the graphql_status 401 fault follows the same switch
+            auth = access
+            sandbox.faults(graphql_status=401)
+        r = gql(sandbox, auth, "{ user { id } }")
+        assert r.status_code == 200 and "www-authenticate" not in r.headers
+        assert r.json() == expected
+
+
+def test_pkce_ignored(sandbox: StandaloneSandbox) -> None:
+    sandbox.faults(pkce="ignore")
+    _, challenge = pkce()
+    code, _ = get_code(sandbox, code_challenge=challenge, code_challenge_method="S256")
+    assert exchange(sandbox, code).status_code == 200  # no verifier, never checked
+    code, _ = get_code(sandbox, code_challenge="short", code_challenge_method="plain")
+    assert exchange(sandbox, code, code_verifier="anything").status_code == 200
+
+
+def test_pkce_rejected(sandbox: StandaloneSandbox) -> None:
+    sandbox.faults(pkce="reject")
+    r = httpx.get(
+        f"{sandbox.url}/ab/account-security/oauth2/authorize",
+        params=authorize_params(sandbox, code_challenge=pkce()[1], code_challenge_method="S256"),
+    )
+    assert r.status_code == 302 and r.headers["location"].startswith(REDIRECT + "?")
+    q = parse_qs(urlsplit(r.headers["location"]).query)
+    assert q == {
+        "error": ["invalid_request"],
+        "error_description": ["PKCE is not supported"],
+        "state": ["st-123"],
+    }
+    code, _ = get_code(sandbox)  # without PKCE all is well
+    assert exchange(sandbox, code).status_code == 200
+
+
+def test_deny_without_redirect(sandbox: StandaloneSandbox) -> None:
+    sandbox.faults(deny_redirect=False)
+    with httpx.Client(base_url=sandbox.url) as c:
+        page = c.get("/ab/account-security/oauth2/authorize", params=authorize_params(sandbox))
+        consent = parse_consent(page.text)
+        r = c.post(consent.action, data={"consent_id": consent.consent_id, "decision": "deny"})
+    assert r.status_code == 200 and "location" not in r.headers
+    assert "You denied access. You can close this window." in r.text
+
+
+# ----- the faults API ---------------------------------------------------------------------
+
+
+BAD_FAULTS: list[dict[str, Any]] = [
+    {"ip_rate_limit": "fast"},
+    {"ip_rate_limit": -1},
+    {"ip_block_seconds": True},
+    {"refresh_basic_auth": "yes"},
+    {"expires_in_as_string": 1},
+    {"old_refresh_grace": 1.5},
+    {"auth_error_status": 403},
+    {"pkce": "maybe"},
+    {"deny_redirect": None},
+    {"token_status": 42},
+    {"user_patch": ["id"]},
+    {"token_delay": 1, "pkce": "maybe"},  # all or nothing
+]
+
+
+def test_fault_values_validated(sandbox: StandaloneSandbox) -> None:
+    before = httpx.get(f"{sandbox.url}/_sandbox/faults").json()
+    with httpx.Client(base_url=sandbox.url) as c:
+        for values in BAD_FAULTS:
+            r = c.patch("/_sandbox/faults", json=values)
+            assert r.status_code == 400 and r.json()["error"] == "invalid_request", values
+            assert list(values)[-1] in r.json()["message"]
+        assert c.get("/_sandbox/faults").json() == before
+
+
+def test_strict_defaults_and_reset(sandbox: StandaloneSandbox) -> None:
+    defaults = httpx.get(f"{sandbox.url}/_sandbox/faults").json()
+    strict = {
+        "scopes": None,
+        "refresh_basic_auth": False,
+        "old_refresh_grace": 86400,
+        "expires_in_as_string": False,
+        "ip_rate_limit": 10,
+        "ip_block_seconds": 60,
+        "auth_error_status": 401,
+        "pkce": "enforce",
+        "deny_redirect": True,
+    }
+    assert {k: defaults[k] for k in strict} == strict
+    sandbox.faults(pkce="reject", scopes=["all"], ip_rate_limit=1.5, auth_error_status=200)
+    assert httpx.delete(f"{sandbox.url}/_sandbox/faults").json() == defaults
+
+
+def test_sandbox_command_scopes(monkeypatch: pytest.MonkeyPatch) -> None:
+    served: list[Any] = []
+    monkeypatch.setattr(cli.uvicorn, "run", lambda app, **_: served.append(app))
+    runner = CliRunner()
+    result = runner.invoke(cli.app, ["sandbox", "--scopes", "common-entities,user-email"])
+    assert result.exit_code == 0, result.output
+    assert "scope:         user-email (User email" in result.output
+    assert served[0].state.sandbox.clients["sandbox-client-id"].scopes == (
+        "common-entities",
+        "user-email",
+    )
+    default = runner.invoke(cli.app, ["sandbox"])
+    assert "common-entities (Common Entities - Read-Only Access)" in default.output
+    assert "user-email" not in default.output
+    bad = runner.invoke(cli.app, ["sandbox", "--scopes", "everything"])
+    assert bad.exit_code == 2 and "known scopes" in bad.output

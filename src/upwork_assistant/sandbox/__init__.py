@@ -5,13 +5,18 @@ Upwork. See :func:`upwork_assistant.sandbox.app.create_sandbox_app`.
 """
 
 from .app import create_sandbox_app
+from .scopes import DEFAULT_SCOPES, SCOPES, Scope, parse_scopes
 from .state import Faults, SandboxClient, SandboxConfig, SandboxUser, default_users
 
 __all__ = [
+    "DEFAULT_SCOPES",
+    "SCOPES",
     "Faults",
     "SandboxClient",
     "SandboxConfig",
     "SandboxUser",
+    "Scope",
     "create_sandbox_app",
     "default_users",
+    "parse_scopes",
 ]

@@ -4,6 +4,7 @@
 - ``POST /api/v3/oauth2/token``: ``authorization_code`` and ``refresh_token`` grants
 - ``POST /graphql``: GraphQL with ``Authorization: Bearer``
 - ``/_sandbox/faults`` (GET, PATCH, DELETE) and ``/_sandbox/stats``: test and demo controls
+- ``GET /_sandbox/portraits/{user_id}.svg``: the users' portraits (GraphQL ``photoUrl``)
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import base64
 import binascii
 import hashlib
 import hmac
+import html
+import inspect
 import json
 import time
 from pathlib import Path
@@ -22,10 +25,19 @@ from urllib.parse import unquote, urlencode
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from graphql import graphql
+from graphql import DocumentNode, ExecutionResult, GraphQLError, execute, parse, validate
 
 from . import schema
-from .state import CONSENT_TTL, Grant, PendingConsent, SandboxConfig, SandboxState
+from .scopes import SCOPES, scope_error
+from .state import (
+    CONSENT_TTL,
+    Grant,
+    IpRateLimiter,
+    PendingConsent,
+    SandboxConfig,
+    SandboxState,
+    SandboxUser,
+)
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -52,6 +64,27 @@ def _s256(verifier: str) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
+def _served_at(request: Request) -> str:
+    """The sandbox's own absolute base URL, its mount prefix included (``request.base_url``
+    is the outermost app's)."""
+    root = request.scope.get("root_path", "")
+    return str(request.url.replace(path=root, query="", fragment="")).rstrip("/")
+
+
+def _portrait_svg(user: SandboxUser) -> str:
+    hue = int(hashlib.sha256(user.id.encode()).hexdigest()[:4], 16) % 360
+    return (
+        '<svg xmlns="http://www.w3.org/2000/svg" width="100" height="100" viewBox="0 0 100 100">'
+        f'<rect width="100" height="100" fill="hsl({hue},45%,40%)"/>'
+        '<text x="50" y="50" dy=".35em" text-anchor="middle" fill="#fff" '
+        f'font-family="sans-serif" font-size="40">{html.escape(user.initials)}</text></svg>'
+    )
+
+
+def _graphql_errors(*errors: dict[str, Any], status: int = 200) -> JSONResponse:
+    return JSONResponse({"data": None, "errors": list(errors)}, status_code=status)
+
+
 def create_sandbox_app(config: SandboxConfig) -> FastAPI:
     state = SandboxState(config)
     gql_schema = schema.build()
@@ -73,7 +106,30 @@ def create_sandbox_app(config: SandboxConfig) -> FastAPI:
             request, "error.html", {"message": message}, status_code=status
         )
 
+    def rate_limited(request: Request) -> Response | None:
+        """Upwork's per-IP limit: 429 with no Retry-After (none is documented)."""
+        faults = state.faults
+        ip = request.client.host if request.client else ""
+        if state.ip_limiter.allow(ip, faults.ip_rate_limit, faults.ip_block_seconds):
+            return None
+        state.stats["rate_limited"] += 1
+        return JSONResponse({"message": "Too Many Requests"}, status_code=429)
+
+    def scope_labels(client_id: str) -> list[str]:
+        return [SCOPES[s].label for s in state.client_scopes(client_id)]
+
     # ----- authorization endpoint ------------------------------------------------------
+
+    def pkce_refusal(challenge: str | None, method: str | None) -> str | None:
+        """Why the authorize request's PKCE parameters are refused, or None."""
+        mode = state.faults.pkce
+        if challenge is None or mode == "ignore":
+            return None
+        if mode == "reject":
+            return "PKCE is not supported"
+        if method != "S256" or not 43 <= len(challenge) <= 128:
+            return "PKCE: code_challenge_method must be S256"
+        return None
 
     @app.get("/ab/account-security/oauth2/authorize", response_class=HTMLResponse)
     async def authorize(request: Request) -> Response:
@@ -98,16 +154,11 @@ def create_sandbox_app(config: SandboxConfig) -> FastAPI:
                 },
             )
         challenge = q.get("code_challenge")
-        if challenge is not None and (
-            q.get("code_challenge_method") != "S256" or not 43 <= len(challenge) <= 128
-        ):
+        refusal = pkce_refusal(challenge, q.get("code_challenge_method"))
+        if refusal is not None:
             return _redirect_with(
                 redirect_uri,
-                {
-                    "error": "invalid_request",
-                    "error_description": "PKCE: code_challenge_method must be S256",
-                    "state": state_param,
-                },
+                {"error": "invalid_request", "error_description": refusal, "state": state_param},
             )
         consent_id = state.new_consent(
             PendingConsent(
@@ -115,7 +166,8 @@ def create_sandbox_app(config: SandboxConfig) -> FastAPI:
                 redirect_uri=redirect_uri,
                 state=state_param,
                 scope=q.get("scope"),
-                code_challenge=challenge,
+                # "ignore": the challenge is accepted and forgotten, the verifier never checked.
+                code_challenge=None if state.faults.pkce == "ignore" else challenge,
                 expires_at=time.time() + CONSENT_TTL,
             )
         )
@@ -127,6 +179,7 @@ def create_sandbox_app(config: SandboxConfig) -> FastAPI:
                 "client_id": client.client_id,
                 "redirect_uri": redirect_uri,
                 "users": list(state.users.values()),
+                "scopes": scope_labels(client.client_id),
                 "action": request.url.path,
             },
         )
@@ -143,6 +196,8 @@ def create_sandbox_app(config: SandboxConfig) -> FastAPI:
                 "Go back to the application and start again.",
             )
         if form.get("decision") != "allow":
+            if not state.faults.deny_redirect:
+                return TEMPLATES.TemplateResponse(request, "denied.html", {})
             return _redirect_with(
                 pending.redirect_uri,
                 {
@@ -161,31 +216,78 @@ def create_sandbox_app(config: SandboxConfig) -> FastAPI:
 
     # ----- token endpoint -------------------------------------------------------------
 
-    def authenticate_client(request: Request, form: dict[str, str]) -> tuple[str | None, bool]:
-        """Returns (client_id or None, used_basic)."""
+    def basic_credentials(request: Request) -> tuple[str, str] | None:
+        """(client_id, secret) from an HTTP Basic header, ("", "") if it is malformed, or
+        None without one."""
         header = request.headers.get("authorization", "")
-        if header.lower().startswith("basic "):
-            try:
-                raw = base64.b64decode(header[6:].strip(), validate=True).decode()
-            except (binascii.Error, UnicodeDecodeError):
-                return None, True
-            cid, _, secret = raw.partition(":")
-            cid, secret = unquote(cid), unquote(secret)
-            used_basic = True
+        if not header.lower().startswith("basic "):
+            return None
+        try:
+            raw = base64.b64decode(header[6:].strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return "", ""
+        cid, _, secret = raw.partition(":")
+        return unquote(cid), unquote(secret)
+
+    def authenticate_client(
+        request: Request, form: dict[str, str], allow_basic: bool
+    ) -> tuple[str | None, bool]:
+        """Returns (client_id or None, used_basic)."""
+        basic = basic_credentials(request) if allow_basic else None
+        if basic is not None:
+            cid, secret = basic
         else:
             cid, secret = form.get("client_id", ""), form.get("client_secret", "")
-            used_basic = False
         client = state.clients.get(cid)
         if client is None or not hmac.compare_digest(
             client.client_secret.encode(), secret.encode()
         ):
-            return None, used_basic
-        return cid, used_basic
+            return None, basic is not None
+        return cid, basic is not None
+
+    def exchange_code(form: dict[str, str], client_id: str) -> Response:
+        state.stats["token_authorization_code"] += 1
+        code_value = form.get("code", "")
+        issued = state.codes.get(code_value)
+        if issued is None or issued.client_id != client_id:
+            return _oauth_error("invalid_grant", "authorization code is invalid")
+        if issued.used:
+            # RFC 6749 section 4.1.2: a code used twice revokes what it gave.
+            state.revoke_family(code_value)
+            return _oauth_error("invalid_grant", "authorization code was already used")
+        issued.used = True
+        if issued.expires_at < time.time():
+            return _oauth_error("invalid_grant", "authorization code has expired")
+        if form.get("redirect_uri") != issued.redirect_uri:
+            return _oauth_error("invalid_grant", "redirect_uri does not match")
+        if issued.code_challenge is not None:
+            verifier = form.get("code_verifier", "")
+            if not 43 <= len(verifier) <= 128 or not hmac.compare_digest(
+                _s256(verifier), issued.code_challenge
+            ):
+                return _oauth_error("invalid_grant", "PKCE verification failed")
+        body = state.issue_tokens(client_id, issued.user_id, family=code_value)
+        state.stats["tokens_issued"] += 1
+        return JSONResponse(body, headers=NO_STORE)
+
+    def refresh(form: dict[str, str], client_id: str) -> Response:
+        old = form.get("refresh_token", "")
+        grant = state.refresh_tokens.get(old)
+        if grant is None or grant.client_id != client_id or not grant.valid(time.time()):
+            return _oauth_error("invalid_grant", "refresh token is invalid or expired")
+        if state.faults.rotate_refresh_token:
+            state.retire_refresh_token(grant)
+            body = state.issue_tokens(client_id, grant.user_id, grant.family)
+        else:
+            body = state.issue_tokens(client_id, grant.user_id, grant.family, refresh_token=old)
+        return JSONResponse(body, headers=NO_STORE)
 
     @app.post("/api/v3/oauth2/token")
     async def token(request: Request) -> Response:
         faults = state.faults
         state.stats["token_requests"] += 1
+        if (limited := rate_limited(request)) is not None:
+            return limited
         if faults.token_delay:
             await asyncio.sleep(faults.token_delay)
         if faults.token_status:
@@ -197,7 +299,16 @@ def create_sandbox_app(config: SandboxConfig) -> FastAPI:
         ):
             return _oauth_error("invalid_request", "use application/x-www-form-urlencoded")
         form = {k: str(v) for k, v in (await request.form()).items()}
-        client_id, used_basic = authenticate_client(request, form)
+        grant_type = form.get("grant_type")
+        if grant_type == "refresh_token":
+            state.stats["token_refresh"] += 1
+        # Upwork reads a refresh's client credentials from the body only: with them in an
+        # HTTP Basic header it answered "Missing parameters: client_id"
+        # (upwork/node-upwork-oauth2 issue #29; the SDK moved them to the body, PR #31).
+        basic_ok = grant_type != "refresh_token" or faults.refresh_basic_auth
+        if not basic_ok and "client_id" not in form and basic_credentials(request):
+            return _oauth_error("invalid_request", "Missing parameters: client_id")
+        client_id, used_basic = authenticate_client(request, form, allow_basic=basic_ok)
         if client_id is None:
             return _oauth_error(
                 "invalid_client",
@@ -205,44 +316,10 @@ def create_sandbox_app(config: SandboxConfig) -> FastAPI:
                 401,
                 {"WWW-Authenticate": 'Basic realm="upwork"'} if used_basic else None,
             )
-        grant_type = form.get("grant_type")
-        now = time.time()
         if grant_type == "authorization_code":
-            state.stats["token_authorization_code"] += 1
-            code_value = form.get("code", "")
-            issued = state.codes.get(code_value)
-            if issued is None or issued.client_id != client_id:
-                return _oauth_error("invalid_grant", "authorization code is invalid")
-            if issued.used:
-                # RFC 6749 section 4.1.2: a code used twice revokes what it gave.
-                state.revoke_family(code_value)
-                return _oauth_error("invalid_grant", "authorization code was already used")
-            issued.used = True
-            if issued.expires_at < now:
-                return _oauth_error("invalid_grant", "authorization code has expired")
-            if form.get("redirect_uri") != issued.redirect_uri:
-                return _oauth_error("invalid_grant", "redirect_uri does not match")
-            if issued.code_challenge is not None:
-                verifier = form.get("code_verifier", "")
-                if not 43 <= len(verifier) <= 128 or not hmac.compare_digest(
-                    _s256(verifier), issued.code_challenge
-                ):
-                    return _oauth_error("invalid_grant", "PKCE verification failed")
-            body = state.issue_tokens(client_id, issued.user_id, family=code_value)
-            state.stats["tokens_issued"] += 1
-            return JSONResponse(body, headers=NO_STORE)
+            return exchange_code(form, client_id)
         if grant_type == "refresh_token":
-            state.stats["token_refresh"] += 1
-            old = form.get("refresh_token", "")
-            grant = state.refresh_tokens.get(old)
-            if grant is None or grant.client_id != client_id or not grant.valid(now):
-                return _oauth_error("invalid_grant", "refresh token is invalid or expired")
-            if faults.rotate_refresh_token:
-                grant.revoked = True
-                body = state.issue_tokens(client_id, grant.user_id, grant.family)
-            else:
-                body = state.issue_tokens(client_id, grant.user_id, grant.family, refresh_token=old)
-            return JSONResponse(body, headers=NO_STORE)
+            return refresh(form, client_id)
         return _oauth_error("unsupported_grant_type", f"grant_type {grant_type!r} is not supported")
 
     # ----- GraphQL --------------------------------------------------------------------
@@ -255,21 +332,28 @@ def create_sandbox_app(config: SandboxConfig) -> FastAPI:
         return grant if grant is not None and grant.valid(time.time()) else None
 
     def unauthorized(message: str) -> JSONResponse:
+        if state.faults.auth_error_status == 200:
+            # Upwork's GraphQL answers most failures with 200 ("API error handling"); whether
+            # authentication failures are among them is not documented, hence the switch.
+            return _graphql_errors(
+                {
+                    "message": "Authentication failed: the access token is invalid, "
+                    "expired or revoked",
+                    "extensions": {
+                        "code": "UNAUTHENTICATED",
+                        "classification": "AuthenticationError",
+                    },
+                }
+            )
         return JSONResponse(
             {"errors": [{"message": message, "extensions": {"code": "UNAUTHENTICATED"}}]},
             status_code=401,
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         )
 
-    @app.post("/graphql")
-    async def graphql_endpoint(request: Request) -> Response:
+    def fault_answer() -> Response | None:
+        """What the graphql_status fault says instead of running the query, or None."""
         faults = state.faults
-        state.stats["graphql_requests"] += 1
-        if faults.graphql_delay:
-            await asyncio.sleep(faults.graphql_delay)
-        grant = bearer_grant(request)
-        if grant is None:
-            return unauthorized("Authentication failed: missing, invalid or expired token")
         if faults.graphql_status == 401:
             return unauthorized("Authentication failed: token rejected")
         if faults.graphql_status == 429:
@@ -283,42 +367,11 @@ def create_sandbox_app(config: SandboxConfig) -> FastAPI:
                 {"errors": [{"message": "Internal server error"}]},
                 status_code=faults.graphql_status,
             )
-        try:
-            payload = json.loads(await request.body())
-        except ValueError:
-            return JSONResponse({"errors": [{"message": "Body is not valid JSON"}]}, 400)
-        if not isinstance(payload, dict) or not isinstance(payload.get("query"), str):
-            return JSONResponse({"errors": [{"message": "Body needs a 'query' string"}]}, 400)
-        if faults.graphql_errors:
-            return JSONResponse(
-                {
-                    "data": None,
-                    "errors": [
-                        {
-                            "message": "Internal error while resolving the query",
-                            "extensions": {"code": "INTERNAL_SERVER_ERROR"},
-                        }
-                    ],
-                }
-            )
-        user = state.users[grant.user_id]
-        tenant = request.headers.get("x-upwork-api-tenantid")
-        if tenant is not None and tenant != user.organization_id:
-            return JSONResponse(
-                {
-                    "data": None,
-                    "errors": [
-                        {
-                            "message": "Access denied to the requested organization",
-                            "extensions": {"code": "FORBIDDEN"},
-                        }
-                    ],
-                },
-                status_code=403,
-            )
-        user_data = user.graphql_user()
-        root = {
-            "user": user_data,
+        return None
+
+    def root_value(user: SandboxUser, request: Request) -> dict[str, Any]:
+        return {
+            "user": user.graphql_user(_served_at(request)),
             "organization": user.graphql_organization(),
             "companySelector": {
                 "items": [
@@ -331,23 +384,92 @@ def create_sandbox_app(config: SandboxConfig) -> FastAPI:
                 ]
             },
         }
-        variables = payload.get("variables")
-        result = await graphql(
-            gql_schema,
-            payload["query"],
-            root_value=root,
-            variable_values=variables if isinstance(variables, dict) else None,
-            operation_name=payload.get("operationName"),
+
+    async def run_query(payload: dict[str, Any], grant: Grant, request: Request) -> JSONResponse:
+        """Parse, validate, check the key's scopes, then execute."""
+        try:
+            document: DocumentNode = parse(payload["query"])
+        except GraphQLError as exc:
+            return _graphql_errors(exc.formatted)
+        errors = validate(gql_schema, document)
+        if errors:
+            return _graphql_errors(*(e.formatted for e in errors))
+        operation_name = payload.get("operationName")
+        operation_name = operation_name if isinstance(operation_name, str) else None
+        refused = scope_error(
+            gql_schema, document, operation_name, state.client_scopes(grant.client_id)
         )
+        if refused is not None:
+            state.stats["scope_errors"] += 1
+            return _graphql_errors(refused)
+        variables = payload.get("variables")
+        result = execute(
+            gql_schema,
+            document,
+            root_value=root_value(state.users[grant.user_id], request),
+            variable_values=variables if isinstance(variables, dict) else None,
+            operation_name=operation_name,
+        )
+        if inspect.isawaitable(result):
+            result = await result
+        return JSONResponse(answer(result))
+
+    def answer(result: ExecutionResult) -> dict[str, Any]:
         body: dict[str, Any] = {"data": result.data}
         if result.errors:
             body["errors"] = [e.formatted for e in result.errors]
-        if faults.user_patch and isinstance(result.data, dict) and result.data.get("user"):
+        patch = state.faults.user_patch
+        if patch and isinstance(result.data, dict) and result.data.get("user"):
             # Upwork sending malformed data: bypasses the schema on purpose.
-            body["data"]["user"] = {**result.data["user"], **faults.user_patch}
-        return JSONResponse(body)
+            body["data"]["user"] = {**result.data["user"], **patch}
+        return body
+
+    @app.post("/graphql")
+    async def graphql_endpoint(request: Request) -> Response:
+        faults = state.faults
+        state.stats["graphql_requests"] += 1
+        if (limited := rate_limited(request)) is not None:
+            return limited
+        if faults.graphql_delay:
+            await asyncio.sleep(faults.graphql_delay)
+        grant = bearer_grant(request)
+        if grant is None:
+            return unauthorized("Authentication failed: missing, invalid or expired token")
+        if (faulty := fault_answer()) is not None:
+            return faulty
+        try:
+            payload = json.loads(await request.body())
+        except ValueError:
+            return JSONResponse({"errors": [{"message": "Body is not valid JSON"}]}, 400)
+        if not isinstance(payload, dict) or not isinstance(payload.get("query"), str):
+            return JSONResponse({"errors": [{"message": "Body needs a 'query' string"}]}, 400)
+        if faults.graphql_errors:
+            return _graphql_errors(
+                {
+                    "message": "Internal error while resolving the query",
+                    "extensions": {"code": "INTERNAL_SERVER_ERROR"},
+                }
+            )
+        user = state.users[grant.user_id]
+        tenant = request.headers.get("x-upwork-api-tenantid")
+        if tenant is not None and tenant != user.organization_id:
+            return _graphql_errors(
+                {
+                    "message": "Access denied to the requested organization",
+                    "extensions": {"code": "FORBIDDEN"},
+                },
+                status=403,
+            )
+        return await run_query(payload, grant, request)
 
     # ----- test and demo controls -----------------------------------------------------
+
+    @app.get("/_sandbox/portraits/{user_id}.svg")
+    async def portrait(user_id: str) -> Response:
+        user = state.users.get(user_id)
+        if user is None:
+            return Response("no such user", status_code=404, media_type="text/plain")
+        return Response(_portrait_svg(user), media_type="image/svg+xml")
 
     @app.get("/_sandbox/faults")
     async def get_faults() -> dict[str, Any]:
@@ -367,6 +489,7 @@ def create_sandbox_app(config: SandboxConfig) -> FastAPI:
     @app.delete("/_sandbox/faults")
     async def reset_faults() -> dict[str, Any]:
         state.config.faults = type(state.faults)()
+        state.ip_limiter = IpRateLimiter()  # and forget which IPs were blocked
         return state.faults.as_dict()
 
     @app.get("/_sandbox/stats")
@@ -380,7 +503,8 @@ def create_sandbox_app(config: SandboxConfig) -> FastAPI:
             "index.html",
             {
                 "users": list(state.users.values()),
-                "clients": list(state.clients.values()),
+                "clients": [(c, scope_labels(c.client_id)) for c in state.clients.values()],
+                "base_url": _served_at(request),
             },
         )
 

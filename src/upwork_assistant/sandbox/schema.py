@@ -21,7 +21,10 @@ type User {
   rid: ID!
   name: String
   email: String
+  "An absolute URL of the user's portrait."
   photoUrl: String
+  "The profile key, e.g. ~0123456789abcdef01."
+  ciphertext: String
 }
 
 type Organization {

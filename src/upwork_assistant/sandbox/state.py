@@ -5,16 +5,27 @@ Everything is kept in memory: the sandbox is a stand-in for Upwork, not a produc
 
 from __future__ import annotations
 
+import hashlib
+import math
 import secrets
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from functools import cache
+from types import NoneType, UnionType
+from typing import Any, get_args, get_origin, get_type_hints
+
+from .scopes import DEFAULT_SCOPES, check_scopes
 
 ACCESS_TOKEN_TTL = 86_400  # Upwork: access tokens live 24 hours
 REFRESH_TOKEN_TTL = 14 * 86_400  # Upwork: refresh tokens live two weeks
 CODE_TTL = 600  # authorization codes: 10 minutes, single use
 CONSENT_TTL = 1800
+# Upwork's maintainer (upwork/python-upwork-oauth2 issue #11): after a refresh "we change
+# expiration date for old refresh token to now + 24 hours".
+OLD_REFRESH_GRACE = 86_400
+PKCE_MODES = ("enforce", "ignore", "reject")
 
 
 @dataclass(frozen=True)
@@ -27,15 +38,37 @@ class SandboxUser:
     organization_id: str
     organization_name: str
     note: str = ""
+    # What GraphQL's `name` says; None: first name + initial of the last, as Upwork sends it.
+    short_name: str | None = None
 
-    def graphql_user(self) -> dict[str, Any]:
+    @property
+    def graphql_name(self) -> str:
+        if self.short_name is not None:
+            return self.short_name
+        first, _, last = self.name.strip().partition(" ")
+        last = last.strip()
+        return f"{first} {last[0]}." if last else first
+
+    @property
+    def ciphertext(self) -> str:
+        """The profile key, Upwork-style (``~01`` + 16 hex), stable per user id."""
+        return "~01" + hashlib.sha256(f"profile:{self.id}".encode()).hexdigest()[:16]
+
+    @property
+    def initials(self) -> str:
+        letters = [w[0] for w in self.name.split() if w[0].isalpha()]
+        return "".join(letters[:2]).upper() or "?"
+
+    def graphql_user(self, base_url: str) -> dict[str, Any]:
+        """``base_url``: where the sandbox is served, for the portrait's absolute URL."""
         return {
             "id": self.id,
             "nid": self.nid,
             "rid": self.rid,
-            "name": self.name,
+            "name": self.graphql_name,
             "email": self.email,
-            "photoUrl": None,
+            "photoUrl": f"{base_url}/_sandbox/portraits/{self.id}.svg",
+            "ciphertext": self.ciphertext,
         }
 
     def graphql_organization(self) -> dict[str, Any]:
@@ -93,7 +126,9 @@ def default_users() -> list[SandboxUser]:
             email="html.name@example.com",
             organization_id="1717171717171717104",
             organization_name="<b>Markup Ltd</b>",
-            note="a 300-character name with HTML in it",
+            note="a 300-character name with HTML in it, sent whole (not abbreviated)",
+            # Sent as it is, to test that the product copes with a long name full of markup.
+            short_name=_long_html_name(),
         ),
     ]
 
@@ -103,11 +138,19 @@ class SandboxClient:
     client_id: str
     client_secret: str
     redirect_uris: tuple[str, ...]
+    scopes: tuple[str, ...] = DEFAULT_SCOPES  # the API key's scopes ("all" allowed)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scopes", check_scopes(self.scopes))
 
 
 @dataclass
 class Faults:
-    """Switches that make the sandbox misbehave, for tests and demos."""
+    """Switches that make the sandbox misbehave, for tests and demos.
+
+    The defaults are as strict as the evidence about real Upwork (docs/sandbox.md names the
+    sources); each kinder behaviour the sandbox used to have is a switch here.
+    """
 
     token_status: int | None = None  # answer the token endpoint with this HTTP status
     token_delay: float = 0.0  # seconds to wait before answering the token endpoint
@@ -121,17 +164,109 @@ class Faults:
     refresh_token_ttl: int = REFRESH_TOKEN_TTL
     omit_expires_in: bool = False  # token answers without expires_in
     rotate_refresh_token: bool = True  # a refresh returns a new refresh token
+    scopes: list[str] | None = None  # overrides every client's scopes ("all" allowed)
+    refresh_basic_auth: bool = False  # accept client credentials in HTTP Basic on refresh
+    old_refresh_grace: int = OLD_REFRESH_GRACE  # seconds a rotated-away refresh token lives
+    expires_in_as_string: bool = False  # "expires_in": "86400", as Upwork sometimes sends
+    ip_rate_limit: float = 10  # requests per second per client IP; 0: no limit
+    ip_block_seconds: float = 60  # blocked this long after an IP's last refused request
+    auth_error_status: int = 401  # 200: a bad bearer token gets a GraphQL error in a 200
+    pkce: str = "enforce"  # "enforce", "ignore" or "reject"
+    deny_redirect: bool = True  # False: Deny shows a sandbox page instead of redirecting
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            setattr(self, f.name, _checked(f.name, getattr(self, f.name)))
 
     def update(self, values: dict[str, Any]) -> None:
+        """Validate every value first, so a bad request changes nothing (ValueError)."""
         known = {f.name for f in fields(self)}
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"unknown fault settings: {', '.join(sorted(unknown))}")
-        for key, value in values.items():
+        checked = {key: _checked(key, value) for key, value in values.items()}
+        for key, value in checked.items():
             setattr(self, key, value)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _status(value: Any) -> Any:
+    if value is not None and not 100 <= value <= 599:
+        raise ValueError("must be an HTTP status (100-599)")
+    return value
+
+
+def _non_negative(value: Any) -> Any:
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _one_of(*allowed: Any) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(map(str, allowed))}")
+        return value
+
+    return check
+
+
+def _scope_list(value: Any) -> Any:
+    return None if value is None else list(check_scopes(value))
+
+
+#: Value rules beyond the field's type.
+_RULES: dict[str, Callable[[Any], Any]] = {
+    "token_status": _status,
+    "graphql_status": _status,
+    "token_delay": _non_negative,
+    "graphql_delay": _non_negative,
+    "retry_after": _non_negative,
+    "access_token_ttl": _non_negative,
+    "refresh_token_ttl": _non_negative,
+    "old_refresh_grace": _non_negative,
+    "ip_rate_limit": _non_negative,
+    "ip_block_seconds": _non_negative,
+    "auth_error_status": _one_of(200, 401),
+    "pkce": _one_of(*PKCE_MODES),
+    "scopes": _scope_list,
+}
+
+
+def _of_type(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a field type (bool is not an int here, int is a float)."""
+    if isinstance(hint, UnionType):
+        return any(_of_type(value, arm) for arm in get_args(hint))
+    origin = get_origin(hint) or hint
+    if origin is NoneType:
+        return value is None
+    if origin in (int, float) and isinstance(value, bool):
+        return False
+    if origin is float:
+        return isinstance(value, int | float) and math.isfinite(value)
+    if origin is list:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return isinstance(value, origin)
+
+
+@cache
+def _fault_types() -> dict[str, Any]:
+    return get_type_hints(Faults)
+
+
+def _checked(name: str, value: Any) -> Any:
+    hint = _fault_types()[name]
+    if not _of_type(value, hint):
+        type_name = hint.__name__ if isinstance(hint, type) else str(hint)
+        raise ValueError(f"{name}: {value!r} is not of type {type_name}")
+    if hint is float:
+        value = float(value)
+    try:
+        return _RULES.get(name, lambda v: v)(value)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
 
 
 @dataclass
@@ -185,6 +320,7 @@ class SandboxState:
         self.access_tokens: dict[str, Grant] = {}
         self.refresh_tokens: dict[str, Grant] = {}
         self.stats: Counter[str] = Counter()
+        self.ip_limiter = IpRateLimiter()
 
     @property
     def faults(self) -> Faults:
@@ -227,8 +363,23 @@ class SandboxState:
             "token_type": "Bearer",
         }
         if not faults.omit_expires_in:
-            body["expires_in"] = faults.access_token_ttl
+            ttl = faults.access_token_ttl
+            body["expires_in"] = str(ttl) if faults.expires_in_as_string else ttl
         return body
+
+    def retire_refresh_token(self, grant: Grant) -> None:
+        """A rotated-away refresh token keeps working for the grace period (Upwork: "we
+        change expiration date for old refresh token to now + 24 hours")."""
+        grace = self.faults.old_refresh_grace
+        if grace <= 0:
+            grant.revoked = True
+            return
+        deadline = time.time() + grace
+        grant.expires_at = deadline if grant.expires_at is None else min(grant.expires_at, deadline)
+
+    def client_scopes(self, client_id: str) -> tuple[str, ...]:
+        override = self.faults.scopes
+        return tuple(override) if override is not None else self.clients[client_id].scopes
 
     def revoke_family(self, family: str) -> None:
         for table in (self.access_tokens, self.refresh_tokens):
@@ -249,3 +400,33 @@ class SandboxState:
                 if g.expires_at is not None and g.expires_at < now - CODE_TTL
             ]:
                 del grants[key]
+
+
+class IpRateLimiter:
+    """Upwork's per-IP limit (support article "What are the API requests limits": 10
+    requests per second per IP, HTTP 429 over it; older versions of the article: blocked
+    until a minute has passed since the last rate-limited request).
+
+    A sliding one-second window per IP; an IP over the limit is blocked, and every request
+    it sends while blocked pushes the end of the block further.
+    """
+
+    def __init__(self) -> None:
+        self.recent: dict[str, deque[float]] = {}
+        self.blocked_until: dict[str, float] = {}
+
+    def allow(self, ip: str, limit: float, block_seconds: float) -> bool:
+        if limit <= 0:
+            return True
+        now = time.monotonic()
+        if self.blocked_until.get(ip, 0.0) > now:
+            self.blocked_until[ip] = now + block_seconds
+            return False
+        window = self.recent.setdefault(ip, deque())
+        while window and window[0] <= now - 1.0:
+            window.popleft()
+        if len(window) >= limit:
+            self.blocked_until[ip] = now + block_seconds
+            return False
+        window.append(now)
+        return True
