@@ -35,7 +35,9 @@ from ..security.audit import RequestMeta
 from ..security.keys import KeyRing, Sealed, constant_time_equal, mac
 from .errors import AuthError
 
-ISSUER = "Upwork Assistant"
+#: The issuer an authenticator app shows beside the codes when none is given (the product's
+#: name, APP_NAME, is passed in by services.py).
+DEFAULT_ISSUER = "Freelance Desk"
 BACKUP_CODES = 10
 BACKUP_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i
 BACKUP_LENGTH = 10
@@ -87,12 +89,19 @@ def format_backup_code(code: str) -> str:
 
 class MfaService:
     def __init__(
-        self, db: Database, keyring: KeyRing, cookie_key: bytes, policy: MfaPolicy
+        self,
+        db: Database,
+        keyring: KeyRing,
+        cookie_key: bytes,
+        policy: MfaPolicy,
+        issuer: str = DEFAULT_ISSUER,
     ) -> None:
         self._db = db
         self._keyring = keyring
         self._cookie_key = cookie_key
         self.policy = policy
+        #: The otpauth URI's issuer: the name authenticator apps list the codes under.
+        self.issuer = issuer
         # Backup codes are 50 random bits: a light argon2 suffices and keeps checks fast.
         self._hasher = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
 
@@ -118,7 +127,7 @@ class MfaService:
             sealed = self._seal(user_id, secret)
             user.mfa_pending_kid, user.mfa_pending_ct = sealed.key_id, sealed.ciphertext
         uri = pyotp.TOTP(secret).provisioning_uri(
-            name=label[:64] or "Upwork user", issuer_name=ISSUER
+            name=label[:64] or "Upwork user", issuer_name=self.issuer
         )
         qr = segno.make(uri, error="m").svg_inline(scale=4, dark="#000", light="#fff")
         return SetupInfo(secret, uri, qr)

@@ -36,6 +36,9 @@ from markupsafe import Markup
 HERE = Path(__file__).parent
 LOCALE_DIR = HERE / "locales"
 DOMAIN = "messages"
+#: The catalogs' project: the package's name. The product's display name is a setting
+#: (APP_NAME) and reaches messages as the ``%(app)s`` placeholder.
+PROJECT = "upwork-assistant"
 
 #: Languages of the interface, the first is the source language and the fallback.
 LOCALES: tuple[str, ...] = ("en", "uk")
@@ -236,7 +239,7 @@ def catalog_path(locale: str) -> Path:
 
 def update_catalogs(locales: Iterable[str] = LOCALES[1:]) -> list[str]:
     """Brings each catalog up to date with the messages; returns what is untranslated."""
-    template = Catalog(project="Upwork Assistant", domain=DOMAIN, fuzzy=False)
+    template = Catalog(project=PROJECT, domain=DOMAIN, fuzzy=False)
     for msgid, (plural, places) in sorted(collect_messages().items()):
         template.add(
             (msgid, plural) if plural else msgid,
@@ -250,7 +253,7 @@ def update_catalogs(locales: Iterable[str] = LOCALES[1:]) -> list[str]:
                 catalog = read_po(po, locale=locale, domain=DOMAIN)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-            catalog = Catalog(locale=locale, domain=DOMAIN, project="Upwork Assistant")
+            catalog = Catalog(locale=locale, domain=DOMAIN, project=PROJECT)
         created = catalog.creation_date
         catalog.update(template, no_fuzzy_matching=True)
         catalog.obsolete.clear()
@@ -258,7 +261,8 @@ def update_catalogs(locales: Iterable[str] = LOCALES[1:]) -> list[str]:
         catalog.creation_date = created
         catalog.fuzzy = False
         catalog.version = "1"
-        catalog.last_translator = "Upwork Assistant team"
+        catalog.project = PROJECT
+        catalog.last_translator = f"{PROJECT} translators"
         catalog.language_team = "Ukrainian"
         with path.open("wb") as po:
             write_po(po, catalog, width=100, omit_header=False, sort_output=True)

@@ -1,5 +1,5 @@
 """Rendering pages: one Jinja2 environment with gettext, and the context every page shares
-(language, theme, time zone, formatting, the sandbox banner)."""
+(the product's name, language, theme, time zone, formatting, the sandbox banner)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from ..config import SANDBOX_PREFIX
+from ..config import SANDBOX_PREFIX, Settings
 from .i18n import (
     LANGUAGE_CODES,
     LANGUAGE_NAMES,
@@ -48,6 +48,10 @@ def preferences(request: Request) -> Preferences:
     return cached
 
 
+#: The product's name when the app has no settings (APP_NAME's default).
+DEFAULT_APP_NAME: str = Settings.model_fields["app_name"].default
+
+
 def here(request: Request) -> str:
     """This page's path and query: where a preference change returns to."""
     query = request.url.query
@@ -64,6 +68,7 @@ def render(
     prefs = preferences(request)
     settings = getattr(request.app.state, "settings", None)
     page: dict[str, Any] = {
+        "app_name": getattr(settings, "app_name", None) or DEFAULT_APP_NAME,
         "prefs": prefs,
         "lang": prefs.locale,
         "locales": LOCALES,

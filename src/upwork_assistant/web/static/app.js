@@ -1,4 +1,4 @@
-// Upwork Assistant pages: small progressive enhancements. Every form works without this.
+// The pages: small progressive enhancements. Every form works without this.
 (function () {
   "use strict";
   var YEAR = 365 * 24 * 3600;
