@@ -158,6 +158,8 @@ def app_factory(tmp_path: Path, migrated_template: Path | str) -> Iterator[AppFa
             # themselves are tested with small values in test_hardening.py.
             "signin_rate_limit": "10000/minute",
             "api_rate_limit": "10000/minute",
+            # The upkeep loop runs inside `serve` by default; tests run it when they mean to.
+            "worker_in_serve": False,
         }
         values.update(overrides)
         settings = Settings(**values)

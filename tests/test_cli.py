@@ -147,8 +147,11 @@ def test_standalone_sandbox(tmp_path: Path) -> None:
             assert r.status_code == 200
         r = httpx.post(
             f"{base}/api/v3/oauth2/token",
-            data={"grant_type": "refresh_token"},
-            auth=("my-id", "my-secret"),
+            data={
+                "grant_type": "refresh_token",
+                "client_id": "my-id",
+                "client_secret": "my-secret",
+            },
         )
         assert r.json()["error"] == "invalid_grant"  # authenticated, just a bad grant
     output = proc.stdout.read() if proc.stdout else ""

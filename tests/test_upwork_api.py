@@ -36,12 +36,16 @@ def test_profile_and_connection_endpoints(running: RunningApp) -> None:
         "refresh_expires_at",
         "last_refresh_at",
         "organization_id",
+        "grants",
+        "content",
     }
+    assert conn["content"]["state"] == "fresh" and conn["content"]["expires_at"]
     for path in ("/api/upwork/profile", "/api/upwork/connection"):
         assert running.api().get(path).status_code == 401
 
 
 def test_sync_applies_changes_and_audits_them(running: RunningApp) -> None:
+    running.faults(scopes=["all"])
     browser, user_id = sign_in(running, SANDBOX_USERS["alex"])
     first = browser.get("/api/upwork/profile", headers=JSON).json()["synced_at"]
     running.faults(user_patch={"name": "Alex M. Morgan", "email": "alex@changed.example.com"})
@@ -105,15 +109,22 @@ def test_upwork_faults_on_sync(
     assert failed == [(0, code)]
 
 
-def test_429_with_short_retry_after_is_honoured(app_factory: AppFactory) -> None:
-    app = app_factory(upwork_retry_attempts=2)
+def test_429_retry_after_sets_the_block_and_is_never_retried_inline(
+    app_factory: AppFactory,
+) -> None:
+    """A 429 is not retried while the user waits: every call is held back for as long as
+    Upwork asked (Retry-After when it sends one), then goes out again."""
+    app = app_factory(upwork_retry_attempts=3, profile_sync_rate_limit="100/minute")
     browser, _ = sign_in(app, SANDBOX_USERS["alex"])
     app.faults(graphql_status=429, retry_after=1)
-    started = time.monotonic()
+    before = app.sandbox_state.stats["graphql_requests"]
     r = sync(browser)
-    elapsed = time.monotonic() - started
     assert r.status_code == 503 and r.headers["retry-after"] == "1"
-    assert elapsed >= 1.0  # waited as Upwork asked before the second (last) attempt
+    assert sync(browser).status_code == 503  # held back: never reached the sandbox
+    assert app.sandbox_state.stats["graphql_requests"] - before == 1
+    app.faults(graphql_status=None)
+    time.sleep(1.1)
+    assert sync(browser).status_code == 200
 
 
 def test_transient_500_is_retried_to_success(app_factory: AppFactory) -> None:
@@ -132,24 +143,20 @@ def test_transient_500_is_retried_to_success(app_factory: AppFactory) -> None:
 
 
 def test_our_budget_for_upwork_is_kept(app_factory: AppFactory) -> None:
-    app = app_factory(
-        upwork_rate_limit="2/minute",
-        upwork_rate_limit_max_wait=0.2,
-        profile_sync_rate_limit="100/minute",
-    )
-    browser, _ = sign_in(app, SANDBOX_USERS["alex"])  # sign-in used one call
-    before = app.sandbox_state.stats["graphql_requests"]
-    assert sync(browser).status_code == 200
-    r = sync(browser)
-    assert r.status_code == 503 and r.json()["error"] == "upwork_rate_limited"
-    assert int(r.headers["retry-after"]) >= 1
-    assert app.sandbox_state.stats["graphql_requests"] - before == 1  # Upwork never asked
+    """One call a minute: the sign-in's code exchange goes out, its profile query is held
+    back (it may wait 0.2 s, the next slot is a minute away) and never reaches Upwork."""
+    app = app_factory(upwork_rate_limit="1/minute", upwork_rate_limit_max_wait=0.2)
+    browser = app.browser()
+    r = browser.sign_in(SANDBOX_USERS["alex"])
+    assert r.headers["location"] == "/?error=upwork_rate_limited"
+    stats = app.sandbox_state.stats
+    assert stats["token_authorization_code"] == 1 and stats["graphql_requests"] == 0
 
 
 def test_stale_profile_synced_after_dashboard_view(running: RunningApp) -> None:
     browser, user_id = sign_in(running, SANDBOX_USERS["olena"])
     old = sqlite_time(datetime.now(UTC) - timedelta(days=2))
-    rows(running.db_path, "UPDATE users SET profile_synced_at=? WHERE id=?", old, user_id)
+    rows(running.db_path, "UPDATE users SET identity_fetched_at=? WHERE id=?", old, user_id)
     assert browser.get("/").status_code == 200
     wait_until(
         lambda: (
@@ -165,16 +172,16 @@ def test_stale_profile_synced_after_dashboard_view(running: RunningApp) -> None:
     )
 
 
-def test_worker_inside_serve(app_factory: AppFactory) -> None:
-    app = app_factory(worker_in_serve=True, worker_interval_seconds=0.2)
+def test_worker_inside_serve_by_default(app_factory: AppFactory) -> None:
+    """WORKER_IN_SERVE unset: a single-process serve runs the upkeep itself. It purges
+    content past 24 hours and fetches nothing on a timer."""
+    app = app_factory(worker_in_serve=None, worker_interval_seconds=0.2)
     _, user_id = sign_in(app, SANDBOX_USERS["alex"])
     old = sqlite_time(datetime.now(UTC) - timedelta(days=2))
-    rows(app.db_path, "UPDATE users SET profile_synced_at=? WHERE id=?", old, user_id)
-    wait_until(lambda: count(app.db_path, "profile_syncs") == 2)
-    assert rows(app.db_path, "SELECT trigger, succeeded FROM profile_syncs ORDER BY id") == [
-        ("signin", 1),
-        ("scheduled", 1),
-    ]
+    rows(app.db_path, "UPDATE users SET identity_fetched_at=? WHERE id=?", old, user_id)
+    wait_until(lambda: rows(app.db_path, "SELECT name FROM users")[0][0] is None)
+    assert rows(app.db_path, "SELECT trigger FROM profile_syncs ORDER BY id") == [("signin",)]
+    wait_until(lambda: count(app.db_path, "audit_checkpoints") >= 1)  # log upkeep too
 
 
 def test_idempotency_detection() -> None:

@@ -17,6 +17,7 @@ from .upwork_helpers import (
     audit_events,
     connection_row,
     expire_access,
+    sandbox_refresh,
     sign_in,
     sqlite_time,
     stored_tokens,
@@ -24,19 +25,8 @@ from .upwork_helpers import (
 )
 
 
-def sandbox_refresh(app: RunningApp, refresh_token: str) -> httpx.Response:
-    return httpx.post(
-        f"{app.url}/sandbox/upwork/api/v3/oauth2/token",
-        data={
-            "grant_type": "refresh_token",
-            "refresh_token": refresh_token,
-            "client_id": app.settings.oauth_client_id,
-            "client_secret": app.settings.oauth_client_secret,
-        },
-    )
-
-
 def test_sign_in_stores_organization_and_expiry(running: RunningApp) -> None:
+    running.faults(scopes=["all"])
     browser, user_id = sign_in(running, SANDBOX_USERS["olena"])
     conn = browser.get("/api/upwork/connection", headers=JSON).json()
     assert conn["status"] == "connected"
@@ -59,7 +49,7 @@ def test_expired_access_token_refreshes_once_and_rotates(
 
     r = sync(browser)
     assert r.status_code == 200, r.text
-    assert r.json()["name"] == "Alex Morgan" and r.json()["last_sync"]["succeeded"]
+    assert r.json()["name"] == "Alex M." and r.json()["last_sync"]["succeeded"]
     stats = running.sandbox_state.stats
     assert stats["token_refresh"] == 1
 
@@ -78,8 +68,9 @@ def test_expired_access_token_refreshes_once_and_rotates(
         assert token and token not in caplog.text
     assert "upwork_token_refreshed" in caplog.text
 
-    # Upwork rotated: the old refresh token is dead there now.
-    assert sandbox_refresh(running, old_refresh or "").json()["error"] == "invalid_grant"
+    # Upwork rotated; the old refresh token still works there for 24 hours (Upwork's
+    # maintainer, python-upwork-oauth2 issue #11), which is what recovers a crash.
+    assert "access_token" in sandbox_refresh(running, old_refresh or "").json()
 
 
 def test_non_rotating_refresh_keeps_the_refresh_token(running: RunningApp) -> None:
@@ -110,11 +101,12 @@ def test_no_expires_in_means_long_lived_until_401(running: RunningApp) -> None:
 
 
 def test_second_401_gives_up(running: RunningApp) -> None:
+    """Refused again right after a refresh: the user must reconnect (no endless 502)."""
     browser, _ = sign_in(running, SANDBOX_USERS["alex"])
     before = running.sandbox_state.stats["graphql_requests"]
     running.faults(graphql_status=401)
     r = sync(browser)
-    assert r.status_code == 502 and r.json()["error"] == "upwork_unauthorized"
+    assert r.status_code == 409 and r.json()["error"] == "upwork_reauth_required"
     stats = running.sandbox_state.stats
     assert stats["token_refresh"] == 1 and stats["graphql_requests"] - before == 2
 
@@ -122,6 +114,7 @@ def test_second_401_gives_up(running: RunningApp) -> None:
 def test_fifty_concurrent_requests_one_refresh(app_factory: AppFactory) -> None:
     # Our own limits are raised: this test is about the refresh, not about pacing.
     app = app_factory(profile_sync_rate_limit="1000/minute", upwork_rate_limit="1000/second")
+    app.faults(ip_rate_limit=0)  # nor about Upwork's per-IP limit
     browser, user_id = sign_in(app, SANDBOX_USERS["olena"])
     expire_access(app.db_path, user_id)
     cookies = dict(browser.client.cookies.items())

@@ -36,6 +36,19 @@ def sync(browser: Browser) -> httpx.Response:
     return browser.post("/api/upwork/profile/sync", headers=csrf_headers(browser))
 
 
+def sandbox_refresh(app: RunningApp, refresh_token: str) -> httpx.Response:
+    """A refresh at the mounted sandbox with the app's own credentials (in the body)."""
+    return httpx.post(
+        f"{app.url}/sandbox/upwork/api/v3/oauth2/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token,
+            "client_id": app.settings.oauth_client_id,
+            "client_secret": app.settings.oauth_client_secret,
+        },
+    )
+
+
 def expire_access(db_path: TestDb, user_id: str) -> None:
     past = sqlite_time(datetime.now(UTC) - timedelta(minutes=1))
     rows(

@@ -20,12 +20,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from limits.errors import StorageError
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from . import __version__
+from .api.metrics import HTTPMetricsMiddleware, exposition
 from .auth.account_routes import account_router as delete_account_router
 from .auth.account_routes import router as account_router
 from .auth.errors import AuthError
@@ -33,7 +33,7 @@ from .auth.mfa import MfaLocked
 from .auth.routes import error_response
 from .auth.routes import router as auth_router
 from .config import SANDBOX_CLIENT_ID, SANDBOX_PREFIX, Settings, get_settings
-from .sandbox import SandboxClient, SandboxConfig, create_sandbox_app
+from .sandbox import SandboxClient, SandboxConfig, create_sandbox_app, parse_scopes
 from .security.body import BodySizeLimitMiddleware
 from .security.headers import SecurityHeadersMiddleware
 from .security.keys import constant_time_equal
@@ -115,6 +115,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level)
     services = Services.build(settings)  # resolves secrets: production stops here if missing
+    # The upkeep (keep-alive of Upwork links, the 24-hour purge, log upkeep) runs inside
+    # unless told otherwise; `serve --workers N` turns it off and wants `worker` beside it.
+    run_worker = settings.worker_in_serve is not False
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -123,16 +126,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sandbox_mode=settings.sandbox_mode,
             env=settings.app_env,
             base_url=settings.app_base_url,
-            worker_in_serve=settings.worker_in_serve,
+            worker_in_serve=run_worker,
         )
         await services.start()
         # What startup built lives as long as the process: keep it out of the garbage
         # collector's full passes, which otherwise stall requests now and then.
         gc.freeze()
         key_reloader = asyncio.create_task(_reload_jwt_keys(services))
-        worker = (
-            asyncio.create_task(services.worker.run_forever()) if settings.worker_in_serve else None
-        )
+        worker = asyncio.create_task(services.worker.run_forever()) if run_worker else None
         yield
         key_reloader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -145,7 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.unfreeze()
 
     app = FastAPI(
-        title="Upwork Assistant",
+        title=settings.app_name,
         version=__version__,
         description="Sign in with Upwork: accounts, sessions and Upwork API access.",
         lifespan=lifespan,
@@ -260,6 +261,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         client_id=SANDBOX_CLIENT_ID,
                         client_secret=settings.oauth_client_secret,
                         redirect_uris=(settings.redirect_uri,),
+                        scopes=parse_scopes(settings.sandbox_scopes),
                     )
                 ]
             )
@@ -281,7 +283,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 401,
                 {"WWW-Authenticate": "Bearer"},
             )
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        body, media_type = exposition()
+        return Response(body, media_type=media_type)
 
     if settings.cors_origins.strip():
         app.add_middleware(
@@ -292,6 +295,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "X-CSRF-Token"],
         )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(HTTPMetricsMiddleware)
     upwork_origin = "{0.scheme}://{0.netloc}".format(urlsplit(settings.authorize_url))
     app.add_middleware(
         SecurityHeadersMiddleware, hsts=settings.cookie_secure, form_action_origin=upwork_origin

@@ -85,6 +85,11 @@ def serve(
                 "its own and point UPWORK_CLIENT_ID, UPWORK_CLIENT_SECRET and UPWORK_*_URL at it."
             )
         )
+    if workers > 1:
+        # Several processes: the upkeep belongs in one `worker` process beside them, and
+        # the metrics of every process are added up from files in one folder.
+        os.environ.setdefault("WORKER_IN_SERVE", "false")
+        _prometheus_multiprocess(settings)
     uvicorn.run(
         "upwork_assistant.app:create_app",
         factory=True,
@@ -96,16 +101,34 @@ def serve(
     )
 
 
+def _prometheus_multiprocess(settings: Settings) -> None:
+    """Point prometheus_client's multiprocess mode at a fresh folder (unless the operator
+    chose one), before the worker processes start and import it."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    folder = settings.data_dir.resolve() / "prometheus"
+    if folder.exists():
+        for stale in folder.glob("*.db"):  # values of processes that are gone
+            stale.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+
+
 @app.command()
 def worker(
     once: Annotated[bool, typer.Option("--once", help="Run one pass and exit.")] = False,
 ) -> None:
-    """Keep Upwork connections alive, run the daily profile sync, look after the log."""
+    """Keep Upwork connections alive, purge Upwork content past 24 hours, look after the
+    security log. A single-process `serve` runs this inside; run it beside `serve
+    --workers N`."""
 
     async def work(svc: Services) -> int:
         if once:
             result = await svc.worker.run_once()
-            typer.echo(f"renewed {result.renewed} connections, synced {result.synced} users")
+            typer.echo(
+                f"renewed {result.renewed} connections, purged {result.purged} stale "
+                f"Upwork content groups, pruned {result.pruned} log records"
+            )
         else:
             await svc.worker.run_forever()
         return 0
@@ -160,7 +183,7 @@ def _set_role(upwork_id: str, role: str) -> None:
                     db, audit.USER_ROLE_CHANGED, None, user_id=user.id, role=role, by="command line"
                 )
         label = "an admin" if role == "admin" else "a user"
-        typer.echo(f"{user.name} ({upwork_id}) is now {label}")
+        typer.echo(f"{user.display_name} ({upwork_id}) is now {label}")
         return 0
 
     _run_with_services(work)
@@ -342,12 +365,23 @@ def sandbox(
     redirect_uri: Annotated[
         list[str] | None, typer.Option(help="A registered redirect URI (repeatable).")
     ] = None,
+    scopes: Annotated[
+        str,
+        typer.Option(
+            help="The API key's scopes: comma-separated scope ids, or 'all'. "
+            "Default: common-entities, as Upwork grants every key."
+        ),
+    ] = "",
 ) -> None:
     """Serve the Upwork sandbox alone, on Upwork's paths with no prefix."""
-    from .sandbox import SandboxClient, SandboxConfig, create_sandbox_app
+    from .sandbox import SCOPES, SandboxClient, SandboxConfig, create_sandbox_app, parse_scopes
 
+    try:
+        granted = parse_scopes(scopes)
+    except ValueError as exc:
+        _fail(exc)
     uris = tuple(redirect_uri or [SANDBOX_REDIRECT_URI])
-    config = SandboxConfig(clients=[SandboxClient(client_id, client_secret, uris)])
+    config = SandboxConfig(clients=[SandboxClient(client_id, client_secret, uris, granted)])
     base = f"http://{host}:{port}"
     typer.echo("Upwork sandbox")
     typer.echo(f"  authorize:     {base}/ab/account-security/oauth2/authorize")
@@ -357,7 +391,55 @@ def sandbox(
     typer.echo(f"  client secret: {client_secret}")
     for uri in uris:
         typer.echo(f"  redirect uri:  {uri}")
+    for scope_id in granted:
+        typer.echo(f"  scope:         {scope_id} ({SCOPES[scope_id].label})")
     uvicorn.run(create_sandbox_app(config), host=host, port=port, server_header=False)
+
+
+upwork_app = typer.Typer(help="Upwork itself: check the API key.", no_args_is_help=True)
+app.add_typer(upwork_app, name="upwork")
+
+
+@upwork_app.command("check")
+def upwork_check(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the sign-in's callback.")
+    ] = 300.0,
+) -> None:
+    """With the configured key: endpoints and TLS, the callback URL to register, an
+    interactive sign-in, then what the key's scopes grant field by field, token lifetimes,
+    PKCE, refresh rotation, the old refresh token, Basic on refresh and how a bad token is
+    answered. Exit 1 when a problem was found. Nothing secret is printed."""
+    import json
+
+    from .upwork.check import human, run_check
+    from .upwork.oauth import UpworkOAuthClient
+
+    def say(line: str) -> None:
+        typer.echo(line, err=True)
+
+    try:
+        if get_settings().sandbox_mode:
+            raise ConfigError(
+                "upwork check needs your Upwork key: set UPWORK_CLIENT_ID and "
+                "UPWORK_CLIENT_SECRET (to rehearse, run `upwork-assistant sandbox` and point "
+                "UPWORK_*_URL at it, see docs/sandbox.md)"
+            )
+    except ConfigError as exc:
+        _fail(exc)
+
+    async def work(svc: Services) -> int:
+        def oauth_for(pkce: bool) -> UpworkOAuthClient:
+            settings = svc.settings.model_copy(update={"upwork_use_pkce": pkce})
+            return UpworkOAuthClient(settings, svc.oauth.transport)
+
+        report = await run_check(svc.settings, svc.http, oauth_for, svc.graphql, say, timeout)
+        data = report.as_dict()
+        typer.echo(json.dumps(data, indent=2) if as_json else human(data))
+        return 0 if data["ok"] else 1
+
+    _run_with_services(work)
 
 
 def main() -> None:

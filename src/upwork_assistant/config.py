@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 
     app_env: Literal["development", "production"] = "development"
+    #: The product's display name. Upwork's API terms forbid its brand in our name, so it
+    #: must not contain "Upwork" (docs/upwork-terms.md).
+    app_name: str = Field(default="Freelance Desk", min_length=1, max_length=60)
     app_base_url: str = "http://127.0.0.1:8000"
     data_dir: Path = Path("data")
     database_url: str | None = None
@@ -91,27 +94,41 @@ class Settings(BaseSettings):
     upwork_keepalive_margin_seconds: int = Field(default=2 * 86400, ge=0, le=13 * 86400)
     #: How long one process may hold a user's refresh lease before others take over.
     upwork_refresh_lease_seconds: float = Field(default=30.0, gt=0, le=600)
-    #: Our own budget for calls to Upwork (the `limits` syntax), kept under Upwork's limits.
+    #: Our own budget for calls to Upwork (the `limits` syntax), shared by every process
+    #: on the host: Upwork limits per IP (10/s; 40,000/day in older terms).
     upwork_rate_limit: str = "8/second;35000/day"
+    #: After a 429 without Retry-After, send nothing to Upwork for this long (Upwork lifts
+    #: a block a minute after the last rate-limited request). Shared by every process.
+    upwork_backoff_seconds: float = Field(default=60.0, ge=1, le=3600)
+    #: Send a PKCE challenge with the authorization request (`upwork check` tells whether
+    #: Upwork accepts it; turn off only if it reports "rejected").
+    upwork_use_pkce: bool = True
+    #: Upwork content (names, email, photo, profile) is kept at most this long (Upwork's
+    #: API terms: 24 hours at most), then purged by the worker.
+    upwork_content_ttl_seconds: int = Field(default=86400, ge=60, le=86400)
     #: When the budget is spent, wait at most this long for room before answering 503.
     upwork_rate_limit_max_wait: float = Field(default=2.0, ge=0, le=60)
-    #: Attempts of an idempotent GraphQL query on 5xx, network errors and 429.
+    #: Attempts of an idempotent GraphQL query on 5xx and network errors (a 429 is never
+    #: retried: the gate holds every call back instead).
     upwork_retry_attempts: int = Field(default=3, ge=1, le=10)
     #: Base delay of the exponential backoff between those attempts.
     upwork_retry_backoff: float = Field(default=0.25, ge=0, le=30)
-    #: Honour a 429's Retry-After by waiting when it is at most this many seconds.
-    upwork_retry_after_max_wait: float = Field(default=5.0, ge=0, le=120)
 
-    #: The scheduled profile sync runs once per this period per user.
-    profile_sync_interval_seconds: int = Field(default=86400, ge=60)
-    #: After a failed scheduled sync, wait this long before trying that user again.
+    #: Upwork content older than this is fetched again when its user uses the product
+    #: (never by a timer alone: Upwork's terms forbid refreshing a cache for its own sake).
+    profile_sync_interval_seconds: int = Field(default=6 * 3600, ge=60, le=86400)
+    #: After a failed fetch-on-use, wait this long before that user's next automatic try.
     profile_sync_retry_seconds: int = Field(default=3600, ge=10)
     #: Manual syncs allowed per user (`limits` syntax).
     profile_sync_rate_limit: str = "5/minute"
     #: Seconds between the worker's passes.
     worker_interval_seconds: float = Field(default=60.0, gt=0)
-    #: Also run the worker's loop inside `serve`.
-    worker_in_serve: bool = False
+    #: Also run the worker's loop inside `serve`. Unset: yes for a single-process `serve`,
+    #: no with `--workers N` (run `upwork-assistant worker` beside it then).
+    worker_in_serve: bool | None = None
+    #: Scopes the built-in sandbox grants this app's key (comma-separated sandbox scope
+    #: ids; `all` for every one). Empty: the sandbox's default, a freshly approved key.
+    sandbox_scopes: str = ""
 
     #: Security-log records older than this are pruned by the worker.
     audit_retention_days: int = Field(default=90, ge=1, le=3650)
@@ -152,6 +169,17 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("APP_BASE_URL must be an absolute http(s) URL")
         return value.rstrip("/")
+
+    @field_validator("app_name")
+    @classmethod
+    def _app_name(cls, value: str) -> str:
+        value = " ".join(value.split())
+        if "upwork" in value.lower():
+            raise ValueError(
+                "APP_NAME must not contain 'Upwork': Upwork's API terms do not allow its "
+                "brand in an application's name (docs/upwork-terms.md)"
+            )
+        return value
 
     @field_validator(
         "upwork_client_id",

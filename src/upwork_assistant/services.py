@@ -20,6 +20,7 @@ from .security.csrf import CsrfGuard
 from .security.keys import DerivedKeys, KeyRing
 from .security.ratelimit import Budget, RateLimiter
 from .upwork.api import UpworkAPI
+from .upwork.gate import GatedTransport, GatePolicy, UpworkGate
 from .upwork.graphql import RetryPolicy, UpworkGraphQLClient
 from .upwork.oauth import UpworkOAuthClient
 from .upwork.sync import ProfileSyncService, SyncPolicy
@@ -42,6 +43,7 @@ class Services:
     http: httpx.AsyncClient
     oauth: UpworkOAuthClient
     graphql: UpworkGraphQLClient
+    gate: UpworkGate
     vault: TokenVault
     upwork: UpworkAPI
     sync: ProfileSyncService
@@ -58,18 +60,25 @@ class Services:
     def build(cls, settings: Settings) -> Services:
         s = settings
         keys = DerivedKeys(s.secrets.secret_key)
-        transport = httpx.AsyncHTTPTransport(retries=0)
-        http = httpx.AsyncClient(
-            transport=transport,
-            timeout=s.upwork_http_timeout,
-            headers={"User-Agent": "upwork-assistant"},
-            limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
-        )
         db = Database(
             s.resolved_database_url,
             session_info={CHAIN_KEY: keys.audit_chain},
             pool_size=s.database_pool_size,
             max_overflow=s.database_max_overflow,
+        )
+        # Every request to Upwork (token endpoint and GraphQL) passes the host-wide gate.
+        gate = UpworkGate(
+            db,
+            GatePolicy.from_spec(
+                s.upwork_rate_limit, s.upwork_rate_limit_max_wait, s.upwork_backoff_seconds
+            ),
+        )
+        transport = GatedTransport(httpx.AsyncHTTPTransport(retries=0), gate)
+        http = httpx.AsyncClient(
+            transport=transport,
+            timeout=s.upwork_http_timeout,
+            headers={"User-Agent": "upwork-assistant"},
+            limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
         )
         keyring = KeyRing(s.secrets.token_encryption_keys)
         limiter = RateLimiter(f"async+{s.redis_url}" if s.redis_url else "async+memory://")
@@ -77,13 +86,7 @@ class Services:
         graphql = UpworkGraphQLClient(
             s.graphql_url,
             http,
-            limiter.budget("upwork", s.upwork_rate_limit),
-            RetryPolicy(
-                attempts=s.upwork_retry_attempts,
-                backoff=s.upwork_retry_backoff,
-                retry_after_max_wait=s.upwork_retry_after_max_wait,
-                budget_max_wait=s.upwork_rate_limit_max_wait,
-            ),
+            RetryPolicy(attempts=s.upwork_retry_attempts, backoff=s.upwork_retry_backoff),
         )
         vault = TokenVault(
             keyring,
@@ -107,6 +110,7 @@ class Services:
             SyncPolicy(
                 interval=timedelta(seconds=s.profile_sync_interval_seconds),
                 retry_after_failure=timedelta(seconds=s.profile_sync_retry_seconds),
+                content_ttl=timedelta(seconds=s.upwork_content_ttl_seconds),
             ),
         )
         return cls(
@@ -123,11 +127,12 @@ class Services:
                 s.refresh_grace_seconds,
                 s.session_max_days,
             ),
-            mfa=MfaService(db, keyring, keys.mfa_cookie, MfaPolicy()),
+            mfa=MfaService(db, keyring, keys.mfa_cookie, MfaPolicy(), issuer=s.app_name),
             flows=FlowStore(keys.flow_cookie, s.oauth_flow_ttl_seconds, s.cookies.flow_prefix),
             http=http,
             oauth=oauth,
             graphql=graphql,
+            gate=gate,
             vault=vault,
             upwork=upwork,
             sync=sync,

@@ -9,7 +9,8 @@ import time
 
 from upwork_assistant.config import get_settings
 from upwork_assistant.services import Services
-from upwork_assistant.upwork.sync import PROFILE_QUERY
+
+QUERY = "query race { user { id } }"  # within the sandbox's default scopes
 
 
 async def main(user_id: str, n: int, start_at: float) -> int:
@@ -17,7 +18,7 @@ async def main(user_id: str, n: int, start_at: float) -> int:
     try:
         await asyncio.sleep(max(0.0, start_at - time.time()))
         results = await asyncio.gather(
-            *[svc.upwork.query(user_id, PROFILE_QUERY) for _ in range(n)],
+            *[svc.upwork.query(user_id, QUERY) for _ in range(n)],
             return_exceptions=True,
         )
     finally:

@@ -114,7 +114,7 @@ async def mfa_status(principal: PrincipalDep, svc: ServicesDep) -> dict[str, Any
 async def mfa_setup(principal: PrincipalDep, svc: ServicesDep) -> dict[str, str]:
     """Start enabling MFA: a new secret, its otpauth:// URI and a QR code (SVG). Not active
     until ``/mfa/verify`` gets a code from it."""
-    info = await svc.mfa.begin_setup(principal.user.id, principal.user.name)
+    info = await svc.mfa.begin_setup(principal.user.id, principal.user.display_name)
     return {"secret": info.secret, "otpauth_uri": info.otpauth_uri, "qr_svg": info.qr_svg}
 
 

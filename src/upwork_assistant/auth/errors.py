@@ -26,7 +26,7 @@ REASONS: dict[str, Reason] = {
     ),
     "access_denied": Reason(
         403,
-        "You declined access on Upwork, so you are not signed in. Upwork Assistant needs "
+        "You declined access on Upwork, so you are not signed in. This service needs "
         "that access to create your account.",
     ),
     "upwork_error": Reason(400, f"Upwork reported a problem with the sign-in. {START_AGAIN}"),
@@ -45,6 +45,11 @@ REASONS: dict[str, Reason] = {
     ),
     "upwork_rate_limited": Reason(
         503, "Upwork is busy and asked us to slow down. Please try again in a minute."
+    ),
+    "upwork_scope_missing": Reason(
+        502,
+        "This service's Upwork API key does not have the permission to read your Upwork "
+        "identity, so no account could be made. The operator has to add it to the key.",
     ),
     "profile_fetch_failed": Reason(
         502, "We could not read your profile from Upwork. Please try again in a few minutes."
@@ -106,10 +111,13 @@ def reason(code: str) -> Reason:
 class AuthError(Exception):
     """A failed sign-in step or API call, by reason code."""
 
-    def __init__(self, code: str, detail: str | None = None) -> None:
+    def __init__(
+        self, code: str, detail: str | None = None, upwork_message: str | None = None
+    ) -> None:
         super().__init__(code)
         self.code = code
         self.detail = detail  # for the audit log only; never shown, never a secret
+        self.upwork_message = upwork_message  # what Upwork said, for the logs likewise
 
     @property
     def status(self) -> int:

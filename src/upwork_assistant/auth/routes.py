@@ -34,7 +34,7 @@ def user_json(user: User) -> dict[str, Any]:
     return {
         "id": user.id,
         "upwork_id": user.upwork_id,
-        "name": user.name,
+        "name": user.display_name,
         "email": user.email,
         "mfa_enabled": user.mfa_enabled,
         "roles": user.roles,
@@ -171,7 +171,7 @@ async def callback(
             raise AuthError("code_missing")
         result = await complete_sign_in(svc, code, verifier, meta)
     except AuthError as exc:
-        await record_failure(svc, exc.code, meta, exc.detail)
+        await record_failure(svc, exc.code, meta, exc.detail, exc.upwork_message)
         response = error_response(request, exc)
     else:
         if result.mfa_challenge is not None:

@@ -7,6 +7,7 @@ happens in one transaction: a failure leaves no half-created account behind.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -18,7 +19,8 @@ from ..security.audit import RequestMeta
 from ..services import Services
 from ..upwork.errors import UpworkError
 from ..upwork.profile import UpworkProfile, parse_profile
-from ..upwork.sync import PROFILE_QUERY, apply_profile, organization_id, record_profile_change
+from ..upwork.queries import PROFILE, fetch_granted
+from ..upwork.sync import apply_profile, log_refused, organization_id, record_profile_change
 from .errors import AuthError
 
 
@@ -45,16 +47,30 @@ async def complete_sign_in(
 ) -> SignInResult:
     try:
         tokens = await svc.oauth.exchange_code(code, code_verifier)
-        data = await svc.graphql.execute(tokens.access_token, PROFILE_QUERY, allow_partial=True)
-        profile = parse_profile(data)
+
+        async def run(query: str) -> dict[str, Any]:
+            return await svc.graphql.execute(tokens.access_token, query, allow_partial=True)
+
+        # Whatever the key's scopes grant: only the user's id is indispensable; a refused
+        # email, photo or organization degrades a feature instead of blocking sign-in.
+        fetched = await fetch_granted(run, PROFILE)
+        profile = parse_profile(fetched.data)
     except UpworkError as exc:
-        raise AuthError(_SIGNIN_CODES.get(exc.code, exc.code), exc.message) from None
+        raise AuthError(
+            _SIGNIN_CODES.get(exc.code, exc.code), exc.message, exc.upwork_message
+        ) from None
 
     async with svc.db.write() as db:
-        user, created, changed = await _upsert_user(db, profile)
+        user, created, changed = await _upsert_user(db, profile, fetched.refused)
         if user.blocked_at is not None:
             raise AuthError("account_blocked")  # rolls back: nothing of this sign-in stays
-        await svc.vault.store(db, user.id, tokens, organization_id=organization_id(data))
+        await svc.vault.store(
+            db,
+            user.id,
+            tokens,
+            organization_id=organization_id(fetched.data),
+            missing_grants=fetched.refused,
+        )
         db.add(ProfileSync(user_id=user.id, trigger="signin", succeeded=True, changed=changed))
         if created:
             await audit.record(db, audit.ACCOUNT_CREATED, meta, user_id=user.id)
@@ -66,6 +82,7 @@ async def complete_sign_in(
             await audit.record(db, audit.SIGNIN_MFA_REQUIRED, meta, user_id=user.id)
             return SignInResult(user, created, mfa_challenge=challenge)
         session, refresh = await start_session(svc, db, user, meta, method="upwork")
+    log_refused(user.id, fetched, "signin")
     return SignInResult(user, created, session, refresh)
 
 
@@ -81,27 +98,36 @@ async def start_session(
     return session, refresh
 
 
-async def _upsert_user(db: AsyncSession, profile: UpworkProfile) -> tuple[User, bool, list[str]]:
+async def _upsert_user(
+    db: AsyncSession, profile: UpworkProfile, refused: list[str]
+) -> tuple[User, bool, list[str]]:
     """One Upwork account is one account here, even when two sign-ins race."""
     query = select(User).where(User.upwork_id == profile.id)
     user = (await db.execute(query)).scalar_one_or_none()
     if user is not None:
-        return user, False, apply_profile(user, profile)
+        return user, False, apply_profile(user, profile, refused)
     user = User(upwork_id=profile.id)
-    apply_profile(user, profile)
+    apply_profile(user, profile, refused)
     try:
         async with db.begin_nested():
             db.add(user)
     except IntegrityError:
         # The same Upwork user's first sign-in finished in parallel: use that account.
         user = (await db.execute(query)).scalar_one()
-        return user, False, apply_profile(user, profile)
+        return user, False, apply_profile(user, profile, refused)
     return user, True, []
 
 
 async def record_failure(
-    svc: Services, code: str, meta: RequestMeta, detail: str | None = None
+    svc: Services,
+    code: str,
+    meta: RequestMeta,
+    detail: str | None = None,
+    upwork_message: str | None = None,
 ) -> None:
+    """A ``signin.failed`` record with our reason and, when Upwork said why, its words."""
+    extra: dict[str, str] = {"reason": detail} if detail else {}
+    if upwork_message:
+        extra["upwork_message"] = upwork_message
     async with svc.db.write() as db:
-        extra = {"reason": detail} if detail else {}
         await audit.record(db, audit.SIGNIN_FAILED, meta, reason_code=code, **extra)

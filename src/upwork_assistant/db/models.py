@@ -10,6 +10,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -45,10 +46,17 @@ class User(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     upwork_id: Mapped[str] = mapped_column(String(64), unique=True)
+    #: Upwork content, kept as a cache of at most 24 hours (Upwork's API terms): each
+    #: group carries the time it was fetched and is purged by the worker when too old.
+    #: Only ``upwork_id`` (what identifies the account) is kept for as long as the account.
     upwork_nid: Mapped[str | None] = mapped_column(String(128))
     upwork_rid: Mapped[str | None] = mapped_column(String(64))
-    name: Mapped[str] = mapped_column(String(512))
+    name: Mapped[str | None] = mapped_column(String(512))
+    photo_url: Mapped[str | None] = mapped_column(String(1024))
+    profile_key: Mapped[str | None] = mapped_column(String(64))
+    identity_fetched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     email: Mapped[str | None] = mapped_column(String(254))
+    email_fetched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     role: Mapped[str] = mapped_column(String(16), default="user")
     mfa_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -73,6 +81,11 @@ class User(Base):
     )
 
     @property
+    def display_name(self) -> str:
+        """The name to show: Upwork's, or while that is purged or refused, a stand-in."""
+        return self.name or self.upwork_nid or f"Upwork user {self.upwork_id}"
+
+    @property
     def roles(self) -> list[str]:
         return ["admin", "user"] if self.role == "admin" else ["user"]
 
@@ -95,6 +108,9 @@ class UpworkConnection(Base):
     refresh_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     status: Mapped[str] = mapped_column(String(32), default="active")
     organization_id: Mapped[str | None] = mapped_column(String(64))
+    #: ``Type.field`` names the API key's scopes refused at the last fetch, and when.
+    missing_grants: Mapped[list[str]] = mapped_column(JSON, default=list)
+    grants_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_refresh_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Single-flight refresh across processes: the holder of an unexpired lease refreshes.
     refresh_lease_owner: Mapped[str | None] = mapped_column(String(64))
@@ -262,6 +278,23 @@ class JwtSigningKey(Base):
     retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     private_kid: Mapped[str] = mapped_column(String(32))
     private_ct: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class UpworkGate(Base):
+    """One row shared by every process: our pace of calls to Upwork and Upwork's block.
+
+    Upwork limits requests per IP address, so all processes of a host draw from one budget:
+    ``next_slot`` is when the next call may go out (a queue of reservations, one interval
+    apart), ``blocked_until`` holds every call back after a 429."""
+
+    __tablename__ = "upwork_gate"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    next_slot: Mapped[float] = mapped_column(Float, default=0.0)
+    blocked_until: Mapped[float] = mapped_column(Float, default=0.0)
+    blocked_reason: Mapped[str | None] = mapped_column(String(64))
+    day: Mapped[str] = mapped_column(String(10), default="")
+    day_count: Mapped[int] = mapped_column(Integer, default=0)
 
 
 Index("ix_sessions_user_active", UserSession.user_id, UserSession.revoked_at)

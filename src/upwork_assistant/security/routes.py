@@ -191,7 +191,7 @@ def admin_user_json(user: User, connection_status: str | None) -> dict[str, Any]
     return {
         "id": user.id,
         "upwork_id": user.upwork_id,
-        "name": user.name,
+        "name": user.display_name,
         "email": user.email,
         "roles": user.roles,
         "mfa_enabled": user.mfa_enabled,

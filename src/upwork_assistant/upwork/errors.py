@@ -7,13 +7,28 @@ message never contains a token or an authorization code.
 
 from __future__ import annotations
 
+#: Longest piece of Upwork's own error text we keep (logs, security-log details).
+UPWORK_MESSAGE_MAX = 500
+
+
+def upwork_text(value: object) -> str | None:
+    """Upwork's own error message, trimmed and single-line, for logs and the security log.
+    Upwork's messages name fields and reasons, never tokens; they are still cut short."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return " ".join(value.split())[:UPWORK_MESSAGE_MAX]
+
 
 class UpworkError(Exception):
-    def __init__(self, code: str, message: str, status: int = 502) -> None:
+    def __init__(
+        self, code: str, message: str, status: int = 502, upwork_message: str | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status
+        #: What Upwork itself said, when it said anything (GraphQL errors, OAuth errors).
+        self.upwork_message = upwork_message
 
     @property
     def headers(self) -> dict[str, str] | None:
@@ -28,10 +43,12 @@ class UpworkUnavailable(UpworkError):
 
 
 class UpworkUnauthorized(UpworkError):
-    """Upwork refused the access token (401)."""
+    """Upwork refused the access token: a 401, or an authentication error inside a 200."""
 
-    def __init__(self) -> None:
-        super().__init__("upwork_unauthorized", "Upwork refused our access token.", 502)
+    def __init__(self, upwork_message: str | None = None) -> None:
+        super().__init__(
+            "upwork_unauthorized", "Upwork refused our access token.", 502, upwork_message
+        )
 
 
 class UpworkRateLimited(UpworkError):
@@ -53,15 +70,40 @@ class UpworkRateLimited(UpworkError):
 class UpworkAPIError(UpworkError):
     """Upwork's API answered with an error (5xx, an unexpected 4xx, or GraphQL errors)."""
 
-    def __init__(self, message: str = "Upwork's API answered with an error.") -> None:
-        super().__init__("upwork_api_error", message, 502)
+    def __init__(
+        self,
+        message: str = "Upwork's API answered with an error.",
+        upwork_message: str | None = None,
+        http_status: int | None = None,
+    ) -> None:
+        super().__init__("upwork_api_error", message, 502, upwork_message)
+        #: The HTTP status Upwork answered with (200 for errors inside a GraphQL answer).
+        self.http_status = http_status
+
+
+class UpworkScopeError(UpworkAPIError):
+    """The API key's scopes do not cover some fields of the query: Upwork failed the whole
+    query (HTTP 200, ``data: null``) and named the refused fields as ``Type.field``."""
+
+    def __init__(self, refused: list[str], upwork_message: str | None) -> None:
+        super().__init__(
+            "This installation's Upwork API key does not grant access to: "
+            + ", ".join(refused)
+            + ". The operator can add the missing permissions to the key on Upwork.",
+            upwork_message,
+            200,
+        )
+        self.code = "upwork_scope_missing"
+        self.refused = refused
+        #: Data that came with the error, if Upwork answered the granted part anyway.
+        self.data: dict[str, object] | None = None
 
 
 class UpworkInvalidGrant(UpworkError):
     """Upwork refused a code or refresh token (``invalid_grant``)."""
 
-    def __init__(self) -> None:
-        super().__init__("invalid_grant", "Upwork refused the grant.", 400)
+    def __init__(self, upwork_message: str | None = None) -> None:
+        super().__init__("invalid_grant", "Upwork refused the grant.", 400, upwork_message)
 
 
 class UpworkReauthRequired(UpworkError):

@@ -9,15 +9,19 @@ import re
 import unicodedata
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import UpworkError
 
 NAME_MAX = 512
 EMAIL_MAX = 254
+URL_MAX = 1024
 ID_RE = re.compile(r"^[A-Za-z0-9~_.:\-]{1,64}$")
 NID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+#: The profile key (``ciphertext``), e.g. ``~01abcdef0123456789``.
+PROFILE_KEY_RE = re.compile(r"^~?[A-Za-z0-9_]{1,63}$")
+URL_RE = re.compile(r"^https?://[^\s<>\"']+$")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 
 
@@ -37,13 +41,15 @@ def _id_text(value: Any) -> str | None:
 
 
 class UpworkProfile(BaseModel):
-    model_config = ConfigDict(frozen=True, str_strip_whitespace=True)
+    model_config = ConfigDict(frozen=True, str_strip_whitespace=True, populate_by_name=True)
 
     id: str
     nid: str | None = None
     rid: str | None = None
     name: str
     email: str | None = None
+    photo_url: str | None = Field(default=None, alias="photoUrl")
+    profile_key: str | None = Field(default=None, alias="ciphertext")
 
     @field_validator("id", mode="before")
     @classmethod
@@ -97,6 +103,23 @@ class UpworkProfile(BaseModel):
             return None
         local, _, domain = value.rpartition("@")
         return f"{local}@{domain.lower()}"
+
+    @field_validator("photo_url", mode="before")
+    @classmethod
+    def _photo(cls, value: Any) -> str | None:
+        # A photo we cannot safely link to is left out, not a reason to refuse sign-in.
+        if not isinstance(value, str):
+            return None
+        value = value.strip()
+        return value if len(value) <= URL_MAX and URL_RE.fullmatch(value) else None
+
+    @field_validator("profile_key", mode="before")
+    @classmethod
+    def _profile_key(cls, value: Any) -> str | None:
+        if not isinstance(value, str):
+            return None
+        value = value.strip()
+        return value if PROFILE_KEY_RE.fullmatch(value) else None
 
     @property
     def display_name(self) -> str:

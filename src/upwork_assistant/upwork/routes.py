@@ -1,16 +1,22 @@
-"""The Upwork API routes: /api/upwork/*. Tokens never leave the server."""
+"""The Upwork API routes: /api/upwork/*. Tokens never leave the server.
+
+Reading the profile or the connection counts as using the product: Upwork content older
+than the sync interval is fetched again after the answer (never on a timer alone, see
+sync.py), and the answer says ``"refreshing"`` meanwhile.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, BackgroundTasks
 from sqlalchemy import select
 
 from ..auth.deps import MetaDep, PrincipalDep, ServicesDep
 from ..db.models import ProfileSync, UpworkConnection, User
 from ..security.ratelimit import RateLimitExceeded
+from .queries import features_of
+from .sync import ProfileSyncService
 from .vault import ACTIVE
 
 router = APIRouter(prefix="/api/upwork", tags=["upwork"])
@@ -20,14 +26,50 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def profile_json(user: User, last: ProfileSync | None) -> dict[str, Any]:
+def content_json(sync: ProfileSyncService, user: User, refreshing: bool) -> dict[str, Any]:
+    """Where the user's Upwork content stands in its 24-hour life."""
+    return {
+        "state": "refreshing" if refreshing else "fresh",
+        "fetched_at": _iso(user.identity_fetched_at),
+        "expires_at": _iso(sync.expires_at(user)),
+        "email_fetched_at": _iso(user.email_fetched_at),
+    }
+
+
+def missing_json(conn: UpworkConnection | None) -> dict[str, Any]:
+    """What the API key's scopes refused at the last fetch, in words an operator acts on."""
+    refused = list(conn.missing_grants or []) if conn is not None else []
+    features = features_of(refused)
+    return {
+        "missing_fields": refused,
+        "missing_features": features,
+        "checked_at": _iso(conn.grants_checked_at) if conn is not None else None,
+        "message": (
+            "This installation's Upwork API key does not grant access to "
+            + ", ".join(refused)
+            + " ("
+            + ", ".join(features)
+            + "). The operator can add the missing permissions to the key on Upwork "
+            "(docs/upwork-setup.md); `upwork-assistant upwork check` lists them."
+        )
+        if refused
+        else None,
+    }
+
+
+def profile_json(
+    sync: ProfileSyncService, user: User, last: ProfileSync | None, refreshing: bool
+) -> dict[str, Any]:
     return {
         "upwork_id": user.upwork_id,
         "nid": user.upwork_nid,
         "rid": user.upwork_rid,
         "name": user.name,
         "email": user.email,
+        "photo_url": user.photo_url,
+        "profile_key": user.profile_key,
         "synced_at": _iso(user.profile_synced_at),
+        "content": content_json(sync, user, refreshing),
         "last_sync": None
         if last is None
         else {
@@ -52,10 +94,31 @@ async def last_sync(svc: ServicesDep, user_id: str) -> ProfileSync | None:
         ).scalar_one_or_none()
 
 
+def refresh_on_use(
+    svc: ServicesDep, user: User, conn: UpworkConnection | None, background: BackgroundTasks
+) -> bool:
+    """The user is using the product: when their Upwork content is stale and the
+    connection works, fetch it again after this answer. True when that will happen."""
+    if conn is None or conn.status != ACTIVE or not svc.sync.is_stale(user):
+        return False
+    background.add_task(svc.sync.refresh_if_stale, user.id)
+    return True
+
+
+async def connection_of(svc: ServicesDep, user_id: str) -> UpworkConnection | None:
+    async with svc.db.session() as db:
+        return await db.get(UpworkConnection, user_id)
+
+
 @router.get("/profile")
-async def get_profile(principal: PrincipalDep, svc: ServicesDep) -> dict[str, Any]:
-    """The stored Upwork profile and when it was last synced."""
-    return profile_json(principal.user, await last_sync(svc, principal.user.id))
+async def get_profile(
+    principal: PrincipalDep, svc: ServicesDep, background: BackgroundTasks
+) -> dict[str, Any]:
+    """The stored Upwork profile (a cache of at most 24 hours), when it was fetched, and
+    when it expires; ``content.state`` is ``refreshing`` while it is being fetched again."""
+    user = principal.user
+    refreshing = refresh_on_use(svc, user, await connection_of(svc, user.id), background)
+    return profile_json(svc.sync, user, await last_sync(svc, user.id), refreshing)
 
 
 async def sync_now(svc: ServicesDep, user_id: str, meta: MetaDep) -> User:
@@ -72,30 +135,23 @@ async def sync_profile(principal: PrincipalDep, svc: ServicesDep, meta: MetaDep)
     """Sync the profile from Upwork now; returns the fresh profile. Rate limited per user;
     409 ``upwork_reauth_required`` when the Upwork connection must be restored first."""
     user = await sync_now(svc, principal.user.id, meta)
-    return profile_json(user, await last_sync(svc, user.id))
+    return profile_json(svc.sync, user, await last_sync(svc, user.id), False)
 
 
 @router.get("/connection")
-async def connection(principal: PrincipalDep, svc: ServicesDep) -> JSONResponse:
-    """The state of the user's Upwork connection (never the tokens)."""
-    async with svc.db.session() as db:
-        conn = await db.get(UpworkConnection, principal.user.id)
-    if conn is None:
-        return JSONResponse(
-            {
-                "status": "needs_reauth",
-                "access_expires_at": None,
-                "refresh_expires_at": None,
-                "last_refresh_at": None,
-                "organization_id": None,
-            }
-        )
-    return JSONResponse(
-        {
-            "status": "connected" if conn.status == ACTIVE else "needs_reauth",
-            "access_expires_at": _iso(conn.access_expires_at),
-            "refresh_expires_at": _iso(conn.refresh_expires_at),
-            "last_refresh_at": _iso(conn.last_refresh_at),
-            "organization_id": conn.organization_id,
-        }
-    )
+async def connection(
+    principal: PrincipalDep, svc: ServicesDep, background: BackgroundTasks
+) -> dict[str, Any]:
+    """The state of the user's Upwork connection (never the tokens), and which data the
+    installation's API key does not grant."""
+    conn = await connection_of(svc, principal.user.id)
+    refreshing = refresh_on_use(svc, principal.user, conn, background)
+    return {
+        "status": "connected" if conn is not None and conn.status == ACTIVE else "needs_reauth",
+        "access_expires_at": _iso(conn.access_expires_at) if conn else None,
+        "refresh_expires_at": _iso(conn.refresh_expires_at) if conn else None,
+        "last_refresh_at": _iso(conn.last_refresh_at) if conn else None,
+        "organization_id": conn.organization_id if conn else None,
+        "grants": missing_json(conn),
+        "content": content_json(svc.sync, principal.user, refreshing),
+    }

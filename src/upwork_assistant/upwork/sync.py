@@ -1,9 +1,26 @@
-"""Profile sync: keep the local account in step with the Upwork profile (AUTH-REG-002).
+"""Profile sync and the 24-hour content cache (AUTH-REG-002, Upwork's API terms).
 
-Runs at sign-in, on demand, when the dashboard finds the profile stale, and on schedule in
-the worker (once per ``PROFILE_SYNC_INTERVAL_SECONDS`` per user). A claim on the user row
-(``sync_claimed_until``) makes sure several workers never sync one user twice in a period.
-Every run is recorded in ``profile_syncs``; name and email changes go to the audit log.
+Upwork's API terms let an application cache Upwork content "for no more than 24 hours,
+after which you shall permanently delete the cache", and forbid extending the cache "by
+re-fetching solely to refresh the timer" (API Terms of Use, section 8.3 in the 2026
+version; Upwork support, "What are the API requests limits": "Caching API responses for
+more than 24 hours is not allowed"). So:
+
+- Upwork content (name, nickname, photo, profile key, email) is stored with the time each
+  group was fetched; the worker purges a group 24 hours after its fetch
+  (:meth:`ProfileSyncService.purge_expired`). Only the Upwork user id, which identifies
+  the account, is kept for as long as the account (and the organization id beside the
+  tokens, which every call to Upwork needs as ``X-Upwork-API-TenantId``).
+- Content is fetched again when a signed-in user uses the product and it is older than
+  the sync interval (:meth:`ProfileSyncService.refresh_if_stale`), at sign-in, and when
+  the user asks; never on a timer alone.
+- One request per sync when the key grants every field; the fields its scopes refuse are
+  dropped and asked again without them (queries.py), and remembered on the connection so
+  the dashboard and the API can say what the key does not grant.
+
+A claim on the user row (``sync_claimed_until``) makes sure one sync runs at a time.
+Every run is recorded in ``profile_syncs``; changes of values already held go to the
+security log (field names only).
 """
 
 from __future__ import annotations
@@ -13,7 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.engine import Database
@@ -22,17 +39,20 @@ from ..db.types import utcnow
 from ..security import audit
 from ..security.audit import RequestMeta
 from .api import UpworkAPI
-from .errors import UpworkError
+from .errors import UpworkError, UpworkRateLimited
 from .profile import UpworkProfile, parse_profile
-from .vault import ACTIVE
+from .queries import PROFILE, Fetched, fetch_granted
 
 log = structlog.get_logger("upwork_assistant.sync")
 
-#: The profile and the organization whose id goes out as X-Upwork-API-TenantId.
-PROFILE_QUERY = "query profile { user { id nid rid name email } organization { id } }"
-
-#: How long a claimed scheduled sync may take before another worker may try.
+#: How long a claimed sync may take before another process may try.
 CLAIM_LEASE = timedelta(minutes=10)
+
+#: How long refused scopes are taken as known before a sync asks for everything again.
+GRANTS_RECHECK = timedelta(days=1)
+
+#: The identity group of Upwork content: fetched together, purged together.
+IDENTITY_FIELDS = ("upwork_nid", "upwork_rid", "name", "photo_url", "profile_key")
 
 
 def organization_id(data: dict[str, Any]) -> str | None:
@@ -41,19 +61,32 @@ def organization_id(data: dict[str, Any]) -> str | None:
     return str(value)[:64] if isinstance(value, str | int) and str(value) else None
 
 
-def apply_profile(user: User, profile: UpworkProfile) -> list[str]:
-    """Copy the Upwork profile onto the local account; return the names of changed fields."""
+def apply_profile(
+    user: User, profile: UpworkProfile, refused: list[str] | None = None
+) -> list[str]:
+    """Copy fresh Upwork content onto the local account, stamping each group's fetch time;
+    return the names of fields whose held value changed (a purged field coming back is not
+    a change). What the key's scopes refused is not held at all."""
+    refused_set = set(refused or ())
+    now = utcnow()
+    fresh: dict[str, Any] = {
+        "upwork_nid": profile.nid,
+        "upwork_rid": profile.rid,
+        "name": profile.name or None,
+        "photo_url": profile.photo_url,
+        "profile_key": profile.profile_key,
+        "email": None if "User.email" in refused_set else profile.email,
+    }
     changed = []
-    for attr, value in (
-        ("upwork_nid", profile.nid),
-        ("upwork_rid", profile.rid),
-        ("name", profile.display_name),
-        ("email", profile.email),
-    ):
-        if getattr(user, attr) != value:
+    for attr, value in fresh.items():
+        before = getattr(user, attr)
+        if before != value:
             setattr(user, attr, value)
-            changed.append(attr)
-    user.profile_synced_at = utcnow()
+            if before is not None:
+                changed.append(attr)
+    user.identity_fetched_at = now
+    user.email_fetched_at = None if "User.email" in refused_set else now
+    user.profile_synced_at = now
     return changed
 
 
@@ -66,10 +99,22 @@ async def record_profile_change(
         )
 
 
+def log_refused(user_id: str | None, fetched: Fetched, trigger: str) -> None:
+    if fetched.refused:
+        log.warning(
+            "upwork_scope_missing",
+            user_id=user_id,
+            trigger=trigger,
+            refused=fetched.refused,
+            upwork_message=fetched.upwork_message,
+        )
+
+
 @dataclass(frozen=True)
 class SyncPolicy:
-    interval: timedelta = timedelta(days=1)
+    interval: timedelta = timedelta(hours=6)  # content older than this is fetched on use
     retry_after_failure: timedelta = timedelta(hours=1)
+    content_ttl: timedelta = timedelta(hours=24)  # Upwork's terms: at most 24 hours
 
 
 class ProfileSyncService:
@@ -81,9 +126,14 @@ class ProfileSyncService:
     async def sync(self, user_id: str, trigger: str, meta: RequestMeta | None = None) -> User:
         """Fetch the profile from Upwork and apply it. Raises UpworkError (recorded)."""
         started = utcnow()
+
+        async def run(query: str) -> dict[str, Any]:
+            return await self._api.query(user_id, query, allow_partial=True)
+
         try:
-            data = await self._api.query(user_id, PROFILE_QUERY, allow_partial=True)
-            profile = parse_profile(data)
+            known = await self._known(user_id)
+            fetched = await fetch_granted(run, PROFILE, known_refused=known)
+            profile = parse_profile(fetched.data)
             async with self._db.write() as db:
                 user = await db.get(User, user_id)
                 if user is None:
@@ -93,16 +143,19 @@ class ProfileSyncService:
                         "invalid_profile",
                         "Upwork returned another user's profile for this connection.",
                     )
-                changed = apply_profile(user, profile)
+                changed = apply_profile(user, profile, fetched.refused)
                 user.sync_claimed_until = None
-                org = organization_id(data)
-                if org is not None:
-                    await db.execute(
-                        update(UpworkConnection)
-                        .where(UpworkConnection.user_id == user_id)
-                        .values(organization_id=org)
-                        .execution_options(synchronize_session=False)
+                await db.execute(
+                    update(UpworkConnection)
+                    .where(UpworkConnection.user_id == user_id)
+                    .values(
+                        organization_id=organization_id(fetched.data),
+                        missing_grants=fetched.refused,
+                        # Only a query that asked for everything checks the grants anew.
+                        **({} if known else {"grants_checked_at": utcnow()}),
                     )
+                    .execution_options(synchronize_session=False)
+                )
                 db.add(
                     ProfileSync(
                         user_id=user_id,
@@ -115,13 +168,26 @@ class ProfileSyncService:
                 )
                 await record_profile_change(db, user, changed, trigger, meta)
         except UpworkError as exc:
-            await self._record_failure(user_id, trigger, started, exc.code)
+            await self._record_failure(user_id, trigger, started, exc)
             raise
+        log_refused(user_id, fetched, trigger)
         log.info("profile_synced", user_id=user_id, trigger=trigger, changed=changed)
         return user
 
+    async def _known(self, user_id: str) -> list[str]:
+        """What the key refused at the last check, while that check is recent: asking
+        without it keeps a sync to one request. Sign-in always asks for everything, so a
+        key given more scopes shows at the next sign-in (or after a day)."""
+        async with self._db.session() as db:
+            conn = await db.get(UpworkConnection, user_id)
+        if conn is None or conn.grants_checked_at is None:
+            return []
+        if utcnow() - conn.grants_checked_at > GRANTS_RECHECK:
+            return []
+        return list(conn.missing_grants or [])
+
     async def _record_failure(
-        self, user_id: str, trigger: str, started: datetime, code: str
+        self, user_id: str, trigger: str, started: datetime, exc: UpworkError
     ) -> None:
         async with self._db.write() as db:
             if await db.get(User, user_id) is None:
@@ -133,32 +199,53 @@ class ProfileSyncService:
                     started_at=started,
                     finished_at=utcnow(),
                     succeeded=False,
-                    error=code,
+                    error=exc.code,
                 )
             )
-            if trigger in ("scheduled", "stale"):
-                # Back off before the next automatic attempt for this user.
+            if trigger == "stale":
+                # Back off before the next automatic attempt for this user: as long as
+                # Upwork's block lasts when it is one, else the retry period.
+                wait = (
+                    timedelta(seconds=exc.retry_after)
+                    if isinstance(exc, UpworkRateLimited)
+                    else self.policy.retry_after_failure
+                )
                 await db.execute(
                     update(User)
                     .where(User.id == user_id)
-                    .values(sync_claimed_until=utcnow() + self.policy.retry_after_failure)
+                    .values(sync_claimed_until=utcnow() + wait)
                     .execution_options(synchronize_session=False)
                 )
-        log.warning("profile_sync_failed", user_id=user_id, trigger=trigger, error=code)
+        log.warning(
+            "profile_sync_failed",
+            user_id=user_id,
+            trigger=trigger,
+            error=exc.code,
+            upwork_message=exc.upwork_message,
+        )
 
-    # ----- scheduled and stale syncs -------------------------------------------------------
+    # ----- the content cache: fetched on use, purged after 24 hours -----------------------
+
+    def is_stale(self, user: User) -> bool:
+        """True when the user's Upwork content is missing or older than the sync interval."""
+        fetched = user.identity_fetched_at
+        return fetched is None or utcnow() - fetched > self.policy.interval
+
+    def expires_at(self, user: User) -> datetime | None:
+        fetched = user.identity_fetched_at
+        return None if fetched is None else fetched + self.policy.content_ttl
 
     def _due(self, now: datetime) -> Any:
         return and_(
             or_(
-                User.profile_synced_at.is_(None),
-                User.profile_synced_at < now - self.policy.interval,
+                User.identity_fetched_at.is_(None),
+                User.identity_fetched_at < now - self.policy.interval,
             ),
             or_(User.sync_claimed_until.is_(None), User.sync_claimed_until < now),
         )
 
     async def claim(self, user_id: str) -> bool:
-        """Claim one user's due sync; False when it is not due or another worker has it."""
+        """Claim one user's due sync; False when it is not due or another process has it."""
         now = utcnow()
         async with self._db.write() as db:
             result = await db.execute(
@@ -169,32 +256,43 @@ class ProfileSyncService:
             )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
-    async def due_users(self, limit: int = 500) -> list[str]:
-        now = utcnow()
-        async with self._db.session() as db:
-            rows = await db.execute(
-                select(User.id)
-                .join(UpworkConnection, UpworkConnection.user_id == User.id)
-                .where(UpworkConnection.status == ACTIVE, self._due(now))
-                .order_by(User.profile_synced_at.is_not(None), User.profile_synced_at)
-                .limit(limit)
-            )
-            return [r[0] for r in rows]
-
-    async def sync_if_due(self, user_id: str, trigger: str) -> bool:
-        """Sync the user when due and not claimed elsewhere. True when a sync ran and
-        succeeded; failures are recorded, logged and swallowed (the next period retries)."""
+    async def refresh_if_stale(self, user_id: str) -> bool:
+        """The user is using the product: fetch their Upwork content again when it is due
+        and no other process is at it. True when a sync ran and succeeded; failures are
+        recorded, logged and swallowed (the next use retries after a pause)."""
         if not await self.claim(user_id):
             return False
         try:
-            await self.sync(user_id, trigger)
+            await self.sync(user_id, "stale")
         except UpworkError:
             return False
         return True
 
-    async def run_scheduled(self) -> int:
-        """One pass of the daily sync. Returns how many users were synced."""
-        synced = 0
-        for user_id in await self.due_users():
-            synced += await self.sync_if_due(user_id, "scheduled")
-        return synced
+    async def purge_expired(self, margin: timedelta = timedelta(0)) -> int:
+        """Delete Upwork content that is ``content_ttl`` old (Upwork's terms: 24 hours at
+        most), or will be before ``margin`` has passed: the worker passes its interval, so
+        nothing outlives the limit until its next pass. Returns how many groups (identity,
+        email) were deleted."""
+        cutoff = utcnow() - self.policy.content_ttl + margin
+        async with self._db.write() as db:
+            identity = await db.execute(
+                update(User)
+                .where(User.identity_fetched_at < cutoff)
+                .values({**dict.fromkeys(IDENTITY_FIELDS), "identity_fetched_at": None})
+                .execution_options(synchronize_session=False)
+            )
+            email = await db.execute(
+                update(User)
+                .where(
+                    or_(
+                        User.email_fetched_at < cutoff,
+                        and_(User.email_fetched_at.is_(None), User.email.is_not(None)),
+                    )
+                )
+                .values(email=None, email_fetched_at=None)
+                .execution_options(synchronize_session=False)
+            )
+        purged = int(identity.rowcount or 0) + int(email.rowcount or 0)  # type: ignore[attr-defined]
+        if purged:
+            log.info("upwork_content_purged", groups=purged)
+        return purged

@@ -36,6 +36,7 @@ from ..db.models import UpworkConnection
 from ..db.types import utcnow
 from ..security import audit
 from ..security.keys import KeyRing, Sealed
+from . import metrics
 from .errors import UpworkError, UpworkInvalidGrant, UpworkReauthRequired, UpworkUnavailable
 from .oauth import TokenSet, UpworkOAuthClient
 
@@ -97,9 +98,12 @@ class TokenVault:
         *,
         organization_id: str | None = None,
         refreshed: bool = False,
+        missing_grants: list[str] | None = None,
     ) -> None:
         """Put a token pair on the user's connection (in the caller's transaction); an
-        upsert, so two sign-ins of one user racing each other both land."""
+        upsert, so two sign-ins of one user racing each other both land. At sign-in,
+        ``organization_id`` and ``missing_grants`` (what the key's scopes refused) come
+        along; a refresh leaves them as they are."""
         access = self._keyring.encrypt(tokens.access_token, aad=_aad(user_id, "access"))
         refresh = (
             self._keyring.encrypt(tokens.refresh_token, aad=_aad(user_id, "refresh"))
@@ -119,7 +123,11 @@ class TokenVault:
             "status": ACTIVE,
             "updated_at": now,
         }
-        if organization_id is not None:
+        if missing_grants is not None:
+            values["organization_id"] = organization_id
+            values["missing_grants"] = missing_grants
+            values["grants_checked_at"] = now
+        elif organization_id is not None:
             values["organization_id"] = organization_id
         if refreshed:
             values["last_refresh_at"] = now
@@ -241,36 +249,52 @@ class TokenVault:
             return grant  # refreshed by the previous holder just before we took the lease
         current = self.open(conn)
         if not current.refresh_token:
-            raise await self._needs_reauth(user_id, "no_refresh_token")
+            raise await self.needs_reauth(user_id, "no_refresh_token")
         try:
+            # With the stored refresh token, even when an earlier refresh got a new pair
+            # from Upwork but died before storing it: Upwork keeps the old token working
+            # for 24 hours after a rotation (oauth.py), so that crash costs nothing.
             tokens = await self._oauth.refresh(current.refresh_token)
-        except UpworkInvalidGrant:
+        except UpworkInvalidGrant as exc:
             latest = await self.connection(user_id)
             if latest.refresh_token_ct != conn.refresh_token_ct:
                 # A holder whose lease had run out rotated the pair meanwhile: use theirs.
                 grant = self._usable(latest, rejected, renew_before)
                 if grant is not None:
                     return grant
-            raise await self._needs_reauth(user_id, "invalid_grant") from None
+            metrics.REFRESHES.labels("reauth_required").inc()
+            raise await self.needs_reauth(user_id, "invalid_grant", exc.upwork_message) from None
         except UpworkError as exc:
+            metrics.REFRESHES.labels("failed").inc()
+            extra = {"upwork_message": exc.upwork_message} if exc.upwork_message else {}
             async with self._db.write() as db:
                 await audit.record(
-                    db, audit.UPWORK_REFRESH_FAILED, None, user_id=user_id, reason_code=exc.code
+                    db,
+                    audit.UPWORK_REFRESH_FAILED,
+                    None,
+                    user_id=user_id,
+                    reason_code=exc.code,
+                    **extra,
                 )
             raise
         async with self._db.write() as db:
             await self.store(db, user_id, tokens, refreshed=True)
+        rotated = tokens.refresh_token != current.refresh_token
+        metrics.REFRESHES.labels("rotated" if rotated else "ok").inc()
         log.info(
             "upwork_token_refreshed",
             user_id=user_id,
-            rotated=tokens.refresh_token != current.refresh_token,
+            rotated=rotated,
             access_expires_at=str(tokens.access_expires_at),
         )
         return AccessGrant(tokens.access_token, conn.organization_id)
 
-    async def _needs_reauth(self, user_id: str, reason: str) -> UpworkReauthRequired:
+    async def needs_reauth(
+        self, user_id: str, reason: str, upwork_message: str | None = None
+    ) -> UpworkReauthRequired:
         """Mark the connection: no more calls to Upwork for this user until they
-        reconnect. Returns the error to raise."""
+        reconnect. Returns the error to raise. ``upwork_message``: what Upwork said."""
+        extra = {"upwork_message": upwork_message} if upwork_message else {}
         async with self._db.write() as db:
             await db.execute(
                 update(UpworkConnection)
@@ -279,7 +303,7 @@ class TokenVault:
                 .execution_options(synchronize_session=False)
             )
             await audit.record(
-                db, audit.UPWORK_REAUTH_REQUIRED, None, user_id=user_id, reason=reason
+                db, audit.UPWORK_REAUTH_REQUIRED, None, user_id=user_id, reason=reason, **extra
             )
-        log.warning("upwork_reauth_required", user_id=user_id, reason=reason)
+        log.warning("upwork_reauth_required", user_id=user_id, reason=reason, **extra)
         return UpworkReauthRequired()

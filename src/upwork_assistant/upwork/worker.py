@@ -1,9 +1,12 @@
-"""The background worker: keeps every Upwork connection alive, runs the daily sync, and
-looks after the security log (signed checkpoints, retention).
+"""The background worker: keeps every Upwork connection alive, purges Upwork content past
+its 24 hours (Upwork's API terms; see sync.py), and looks after the security log (signed
+checkpoints, retention). It fetches no content: that happens when users use the product.
 
-``upwork-assistant worker`` runs it as its own process; ``WORKER_IN_SERVE=true`` runs the
-same loop inside ``serve``. Several workers may run at once: leases in the database make
-sure each refresh and each sync happens once.
+A single-process ``serve`` runs this loop inside by default (``WORKER_IN_SERVE``), so a
+one-machine install never silently skips it; with ``serve --workers N`` run
+``upwork-assistant worker`` beside it. Several workers may run at once: leases in the
+database make sure each refresh happens once. Its calls to Upwork are background work:
+they never queue for the host's budget ahead of sign-ins (gate.py).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from ..db.models import UpworkConnection
 from ..db.types import utcnow
 from ..security import audit
 from .errors import UpworkError
+from .gate import background
 from .sync import ProfileSyncService
 from .vault import ACTIVE, TokenVault
 
@@ -30,7 +34,7 @@ log = structlog.get_logger("upwork_assistant.worker")
 @dataclass
 class PassResult:
     renewed: int = 0
-    synced: int = 0
+    purged: int = 0
     pruned: int = 0
 
 
@@ -55,7 +59,8 @@ class Worker:
 
     async def renew_expiring(self) -> int:
         """Refresh, ahead of time, every connection whose refresh token would die within
-        the margin: an idle user never has to reconnect."""
+        the margin: an idle user never has to reconnect. (The refresh token is not Upwork
+        content: keeping the connection alive is not caching.)"""
         renew_before = utcnow() + self.keepalive_margin
         async with self._db.session() as db:
             rows = await db.execute(
@@ -69,7 +74,8 @@ class Worker:
         renewed = 0
         for user_id in user_ids:
             try:
-                await self._vault.access_token(user_id, renew_before=renew_before)
+                with background():
+                    await self._vault.access_token(user_id, renew_before=renew_before)
                 renewed += 1
             except UpworkError as exc:  # recorded by the vault; try again next pass
                 log.warning("keepalive_failed", user_id=user_id, error=exc.code)
@@ -83,9 +89,9 @@ class Worker:
 
     async def run_once(self) -> PassResult:
         result = PassResult(renewed=await self.renew_expiring())
-        result.synced = await self._sync.run_scheduled()
+        result.purged = await self._sync.purge_expired(timedelta(seconds=self.interval))
         result.pruned = await self.audit_upkeep()
-        log.info("worker_pass", renewed=result.renewed, synced=result.synced, pruned=result.pruned)
+        log.info("worker_pass", renewed=result.renewed, purged=result.purged, pruned=result.pruned)
         return result
 
     async def run_forever(self) -> None:

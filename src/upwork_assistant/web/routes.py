@@ -9,20 +9,17 @@ from typing import Any
 
 from fastapi import APIRouter, BackgroundTasks, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import select
 
 from ..auth.account_routes import delete_account_of, revoke_other_sessions, revoke_session
 from ..auth.deps import AdminDep, MetaDep, OptionalPrincipalDep, PrincipalDep, ServicesDep
 from ..auth.errors import REASONS, AuthError, reason
 from ..auth.routes import clear_session_cookies, safe_next
 from ..auth.sessions import user_agent_parts
-from ..db.models import UpworkConnection
-from ..db.types import utcnow
 from ..security import audit
 from ..security.ratelimit import RateLimitExceeded
 from ..security.routes import query_events, search_users, security_stats, set_blocked
 from ..upwork.errors import UpworkError
-from ..upwork.routes import last_sync, sync_now
+from ..upwork.routes import connection_of, last_sync, missing_json, refresh_on_use, sync_now
 from ..upwork.vault import ACTIVE
 from .i18n import (
     LANG_COOKIE,
@@ -197,16 +194,9 @@ async def index(
             },
         )
     user_id = principal.user.id
-    async with svc.db.session() as db:
-        connection = (
-            await db.execute(select(UpworkConnection).where(UpworkConnection.user_id == user_id))
-        ).scalar_one_or_none()
-    stale = principal.user.profile_synced_at is None or (
-        utcnow() - principal.user.profile_synced_at > svc.sync.policy.interval
-    )
-    if stale and connection is not None and connection.status == ACTIVE:
-        # After the page is sent: a stale profile is brought up to date for the next view.
-        background.add_task(svc.sync.sync_if_due, user_id, "stale")
+    connection = await connection_of(svc, user_id)
+    # After the page is sent: stale Upwork content is fetched again for the next view.
+    refreshing = refresh_on_use(svc, principal.user, connection, background)
     events = await query_events(svc, user_id=user_id, limit=8, with_user=False)
     return render(
         request,
@@ -215,6 +205,8 @@ async def index(
             "user": principal.user,
             "connection": connection,
             "connected": connection is not None and connection.status == ACTIVE,
+            "refreshing": refreshing,
+            "grants": missing_json(connection),
             "last_sync": await last_sync(svc, user_id),
             "sync_triggers": SYNC_TRIGGERS,
             "events": _events(events["items"]),
@@ -307,7 +299,7 @@ async def security_mfa_setup(
     request: Request, svc: ServicesDep, principal: PrincipalDep
 ) -> Response:
     try:
-        info = await svc.mfa.begin_setup(principal.user.id, principal.user.name)
+        info = await svc.mfa.begin_setup(principal.user.id, principal.user.display_name)
     except AuthError as exc:
         return _back(exc)
     key = " ".join(info.secret[i : i + 4] for i in range(0, len(info.secret), 4))

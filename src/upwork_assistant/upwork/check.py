@@ -1,0 +1,363 @@
+"""``upwork-assistant upwork check``: what a real API key shows, settled on the first day.
+
+What we cannot learn from here (the evidence is silent or old) is observed with the
+operator's own key: the endpoints and TLS, the exact callback URL, which fields of the
+product's query the key's scopes refuse, the token lifetimes, whether the authorize step
+accepts PKCE, whether refresh rotates and the old refresh token keeps working, whether
+HTTP Basic is accepted on refresh, and whether a bad access token gets 401 or an
+authentication error inside a 200. Nothing secret is printed: tokens and codes never
+leave this module's variables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import sys
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+
+from ..config import Settings
+from .errors import UpworkError, UpworkScopeError, UpworkUnauthorized
+from .graphql import UpworkGraphQLClient, classify
+from .oauth import TokenSet, UpworkOAuthClient
+from .queries import PROFILE, features_of, fetch_granted
+
+Say = Callable[[str], None]
+CALLBACK_PAGE = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
+    b"upwork check has the answer. You can close this window.\n"
+)
+
+
+@dataclass
+class Report:
+    callback_url: str
+    endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sign_in: dict[str, Any] = field(default_factory=dict)
+    pkce: str = "not tested"
+    tokens: dict[str, Any] = field(default_factory=dict)
+    scopes: dict[str, Any] = field(default_factory=dict)
+    refresh: dict[str, Any] = field(default_factory=dict)
+    bad_token: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "callback_url": self.callback_url,
+            "endpoints": self.endpoints,
+            "sign_in": self.sign_in,
+            "pkce": self.pkce,
+            "tokens": self.tokens,
+            "scopes": self.scopes,
+            "refresh": self.refresh,
+            "bad_token": self.bad_token,
+            "problems": self.problems,
+            "ok": not self.problems,
+        }
+
+
+async def check_endpoints(settings: Settings, http: httpx.AsyncClient) -> dict[str, Any]:
+    """Each endpoint answers over TLS (any HTTP answer counts: we send no credentials)."""
+    found: dict[str, Any] = {}
+    for name, url, method in (
+        ("authorize", settings.authorize_url, "GET"),
+        ("token", settings.token_url, "POST"),
+        ("graphql", settings.graphql_url, "POST"),
+    ):
+        entry: dict[str, Any] = {"url": url, "tls": url.startswith("https://")}
+        try:
+            resp = await http.request(method, url, timeout=settings.upwork_http_timeout)
+            entry.update(reachable=True, status=resp.status_code)
+        except httpx.HTTPError as exc:
+            entry.update(reachable=False, error=type(exc).__name__)
+        found[name] = entry
+    return found
+
+
+async def wait_for_callback(redirect_uri: str, wait: float, say: Say) -> str:
+    """The URL Upwork sends the browser back to: caught on the redirect URI when it is on
+    this machine and its port is free, or pasted by the operator; whichever comes first."""
+    parts = urlsplit(redirect_uri)
+    got: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        line = (await reader.readline()).decode("latin-1").split(" ")
+        writer.write(CALLBACK_PAGE)
+        with contextlib.suppress(OSError):
+            await writer.drain()
+        writer.close()
+        if len(line) >= 2 and line[1].startswith(parts.path) and not got.done():
+            got.set_result(f"{parts.scheme}://{parts.netloc}{line[1]}")
+
+    server = None
+    if parts.hostname in ("127.0.0.1", "localhost", "::1") and parts.scheme == "http":
+        try:
+            server = await asyncio.start_server(
+                on_connection, parts.hostname, parts.port or 80, reuse_address=True
+            )
+            say(f"Waiting for the callback on {redirect_uri} (or paste the URL here).")
+        except OSError:
+            say("The redirect URI's port is busy: paste the URL the browser ends on.")
+    else:
+        say("Paste the full URL the browser ends on after you click Allow:")
+    paste = _read_line()
+    try:
+        while True:
+            done, _ = await asyncio.wait(
+                {got, paste}, timeout=wait, return_when="FIRST_COMPLETED"
+            )
+            if not done:
+                raise TimeoutError("no callback arrived in time")
+            if got in done:
+                return got.result()
+            pasted = paste.result().strip()
+            if pasted:
+                return pasted
+            if server is None:
+                raise TimeoutError("nothing was pasted")
+            paste = asyncio.get_running_loop().create_future()  # stdin closed: listen on
+    finally:
+        if server is not None:
+            server.close()
+        got.cancel()
+
+
+def _read_line() -> asyncio.Future[str]:
+    """A line from standard input, read by a daemon thread (an executor thread would keep
+    the command from exiting while nobody types)."""
+    loop = asyncio.get_running_loop()
+    line: asyncio.Future[str] = loop.create_future()
+
+    def read() -> None:
+        try:
+            text = sys.stdin.readline()
+        except (OSError, ValueError):
+            text = ""
+        loop.call_soon_threadsafe(lambda: None if line.done() else line.set_result(text))
+
+    threading.Thread(target=read, daemon=True).start()
+    return line
+
+
+async def _sign_in(
+    oauth: UpworkOAuthClient, settings: Settings, wait: float, say: Say
+) -> tuple[dict[str, list[str]], str, str]:
+    """One authorization round: the callback's query, the state sent and the verifier."""
+    request = oauth.authorization_request()
+    say("Open this URL in a browser signed in to Upwork, and click Allow:")
+    say(f"AUTHORIZE_URL {request.url}")
+    url = await wait_for_callback(settings.redirect_uri, wait, say)
+    return parse_qs(urlsplit(url).query), request.state, request.code_verifier
+
+
+async def run_check(
+    settings: Settings,
+    http: httpx.AsyncClient,
+    oauth_for: Callable[[bool], UpworkOAuthClient],
+    graphql: UpworkGraphQLClient,
+    say: Say,
+    wait: float = 300.0,
+) -> Report:
+    report = Report(callback_url=settings.redirect_uri)
+    say(f"Register this exact callback URL with the key: {settings.redirect_uri}")
+    report.endpoints = await check_endpoints(settings, http)
+    for name, entry in report.endpoints.items():
+        if not entry["reachable"]:
+            report.problems.append(f"{name} endpoint unreachable ({entry.get('error')})")
+        elif not entry["tls"]:
+            report.problems.append(f"{name} endpoint is not https")
+
+    tokens = await _authorize(report, settings, oauth_for, wait, say)
+    if tokens is None:
+        return report
+    await _check_scopes(report, graphql, tokens)
+    await _check_refresh(report, settings, http, oauth_for(True), graphql, tokens)
+    return report
+
+
+async def _authorize(
+    report: Report,
+    settings: Settings,
+    oauth_for: Callable[[bool], UpworkOAuthClient],
+    wait: float,
+    say: Say,
+) -> TokenSet | None:
+    """Sign in with PKCE; when the authorize or token step refuses it, once more without."""
+    for pkce in (True, False):
+        oauth = oauth_for(pkce)
+        query, state, verifier = await _sign_in(oauth, settings, wait, say)
+        error = (query.get("error") or [None])[0]
+        if (query.get("state") or [None])[0] != state:
+            report.problems.append("the callback's state does not match the request")
+            return None
+        if error:
+            description = (query.get("error_description") or [""])[0][:200]
+            report.sign_in = {"error": error, "error_description": description}
+            if pkce and ("pkce" in description.lower() or "code_challenge" in description):
+                report.pkce = "rejected"
+                say("Upwork refused PKCE; signing in once more without it.")
+                continue
+            if error == "access_denied":
+                report.problems.append("access was denied on Upwork (Deny redirects back)")
+            else:
+                report.problems.append(f"the authorize step failed: {error}")
+            return None
+        try:
+            tokens = await oauth.exchange_code((query.get("code") or [""])[0], verifier)
+        except UpworkError as exc:
+            report.sign_in = {"error": exc.code, "upwork_message": exc.upwork_message}
+            if pkce and "pkce" in (exc.upwork_message or "").lower():
+                report.pkce = "rejected at the token endpoint"
+                continue
+            report.problems.append(f"the code exchange failed: {exc.code}")
+            return None
+        report.sign_in = {"ok": True, "pkce_sent": pkce}
+        if pkce:
+            report.pkce = "accepted"
+        report.tokens = {
+            "token_type": tokens.token_type,
+            "expires_in": tokens.expires_in_as_sent,
+            "refresh_token": tokens.refresh_token is not None,
+            "scope": tokens.scope,
+        }
+        return tokens
+    report.problems.append("sign-in failed with and without PKCE")
+    return None
+
+
+async def _check_scopes(report: Report, graphql: UpworkGraphQLClient, tokens: TokenSet) -> None:
+    async def run(query: str) -> dict[str, Any]:
+        return await graphql.execute(tokens.access_token, query, allow_partial=True)
+
+    asked = PROFILE.paths()
+    try:
+        fetched = await fetch_granted(run, PROFILE)
+    except UpworkScopeError as exc:
+        report.scopes = {
+            "query": PROFILE.name,
+            "refused": exc.refused,
+            "upwork_message": exc.upwork_message,
+        }
+        report.problems.append("the key's scopes refuse the user's identity: sign-in fails")
+        return
+    except UpworkError as exc:
+        report.problems.append(f"the profile query failed: {exc.code} {exc.upwork_message}")
+        return
+    org = fetched.data.get("organization")
+    report.scopes = {
+        "query": PROFILE.name,
+        "fields": {path: path not in fetched.refused for path in asked},
+        "refused": fetched.refused,
+        "features_missing": features_of(fetched.refused),
+        "upwork_message": fetched.upwork_message,
+        "organization_type": org.get("type") if isinstance(org, dict) else None,
+        "organization_legacy_type": org.get("legacyType") if isinstance(org, dict) else None,
+    }
+
+
+async def _attempt(call: Awaitable[TokenSet]) -> tuple[TokenSet | None, str | None]:
+    try:
+        return await call, None
+    except UpworkError as exc:
+        return None, exc.upwork_message or exc.code
+
+
+async def _check_refresh(
+    report: Report,
+    settings: Settings,
+    http: httpx.AsyncClient,
+    oauth: UpworkOAuthClient,
+    graphql: UpworkGraphQLClient,
+    first: TokenSet,
+) -> None:
+    if not first.refresh_token:
+        report.refresh = {"refresh_token_sent": False}
+        return
+    second, error = await _attempt(oauth.refresh(first.refresh_token))
+    if second is None:
+        report.refresh = {"body_credentials": f"refused: {error}"}
+        report.problems.append("refresh with body credentials failed")
+        return
+    rotates = second.refresh_token != first.refresh_token
+    found: dict[str, Any] = {"body_credentials": "accepted", "rotates": rotates}
+    latest = second
+    if rotates:
+        third, error = await _attempt(oauth.refresh(first.refresh_token))
+        found["old_refresh_token_after_rotation"] = "accepted" if third else f"refused: {error}"
+        latest = third or latest
+    basic, error = await _attempt(oauth.refresh_with_basic(latest.refresh_token or ""))
+    found["basic_credentials"] = "accepted" if basic else f"refused: {error}"
+    found["old_access_token_after_refresh"] = await _token_answer(
+        http, settings.graphql_url, first.access_token
+    )
+    report.refresh = found
+    report.bad_token = await _token_answer(
+        http, settings.graphql_url, "invalid-" + secrets.token_urlsafe(24)
+    )
+
+
+async def _token_answer(http: httpx.AsyncClient, url: str, token: str) -> dict[str, Any]:
+    """How Upwork answers a query with this access token: works, 401, or 200-with-errors."""
+    try:
+        resp = await http.post(
+            url,
+            json={"query": "query check { user { id } }"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    except httpx.HTTPError as exc:
+        return {"answer": "unreachable", "error": type(exc).__name__}
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if resp.status_code == 200 and not errors:
+        return {"answer": "works", "status": 200}
+    message = None
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        message = str(errors[0].get("message", ""))[:200]
+    if resp.status_code == 200:
+        kind = "200 with an authentication error"
+        if not isinstance(classify(errors if isinstance(errors, list) else []), UpworkUnauthorized):
+            kind = "200 with another error"
+        return {"answer": kind, "status": 200, "upwork_message": message}
+    return {"answer": str(resp.status_code), "status": resp.status_code, "upwork_message": message}
+
+
+def human(report: dict[str, Any]) -> str:
+    """The report as lines for a person."""
+    lines = [f"Callback URL to register: {report['callback_url']}", "", "Endpoints:"]
+    for name, entry in report["endpoints"].items():
+        state = f"HTTP {entry['status']}" if entry.get("reachable") else entry.get("error")
+        lines.append(f"  {name:9} {entry['url']}  {'TLS' if entry['tls'] else 'NO TLS'}  {state}")
+    lines += ["", f"Sign-in: {report['sign_in']}", f"PKCE: {report['pkce']}"]
+    if report["tokens"]:
+        t = report["tokens"]
+        lines.append(f"Tokens: expires_in {t['expires_in']}, refresh token: {t['refresh_token']}")
+    scopes = report["scopes"]
+    if scopes.get("fields"):
+        lines.append(f"Query '{scopes['query']}', field by field:")
+        lines += [
+            f"  {'granted' if ok else 'REFUSED'}  {path}" for path, ok in scopes["fields"].items()
+        ]
+        if scopes["refused"]:
+            lines.append(f"  features without data: {', '.join(scopes['features_missing'])}")
+            lines.append(f"  Upwork said: {scopes['upwork_message']}")
+        lines.append(
+            f"  organization type: {scopes['organization_type']!r}, "
+            f"legacy type: {scopes['organization_legacy_type']!r}"
+        )
+    for key, value in report["refresh"].items():
+        lines.append(f"Refresh, {key.replace('_', ' ')}: {value}")
+    if report["bad_token"]:
+        lines.append(f"An invalid access token gets: {report['bad_token']['answer']}")
+    lines.append("")
+    lines += [f"PROBLEM: {p}" for p in report["problems"]] or ["OK: no problems found"]
+    return "\n".join(lines)

@@ -1,0 +1,96 @@
+"""The host-wide gate for calls to Upwork, in process on a real database: the pace, the
+priority of interactive calls over background ones, the block after a 429, the day."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from upwork_assistant.config import normalise_database_url
+from upwork_assistant.db.engine import Database
+from upwork_assistant.upwork.errors import UpworkRateLimited
+from upwork_assistant.upwork.gate import GatedTransport, GatePolicy, UpworkGate, background
+
+from .conftest import drop_database, fresh_database
+
+
+@pytest.fixture
+async def database(tmp_path: Path, migrated_template: Path | str) -> AsyncIterator[Database]:
+    test_db = fresh_database(migrated_template, tmp_path)
+    db = Database(normalise_database_url(test_db.url))
+    yield db
+    await db.dispose()
+    drop_database(test_db)
+
+
+def test_policy_from_the_limits_syntax() -> None:
+    policy = GatePolicy.from_spec("8/second;35000/day", max_wait=2, backoff=60)
+    assert policy.interval == 0.125 and policy.per_day == 35000
+    # The tightest sub-day limit sets the pace: 40/minute is one call every 1.5 s.
+    assert GatePolicy.from_spec("10/second;40/minute", 0, 60).interval == 1.5
+
+
+async def test_background_calls_never_queue_ahead_of_interactive_ones(
+    database: Database,
+) -> None:
+    gate = UpworkGate(database, GatePolicy(interval=0.5, per_day=None, max_wait=2.0))
+    await gate.acquire()  # the slot is free now
+    with background(), pytest.raises(UpworkRateLimited):
+        await gate.acquire()  # the next slot is in the future: background work gives way
+    started = time.monotonic()
+    await gate.acquire()  # interactive: waits for its slot instead
+    waited = time.monotonic() - started
+    assert waited > 0.3
+    state = await gate.state()
+    assert state.next_slot > time.time()
+
+
+async def test_interactive_calls_refused_when_the_queue_is_longer_than_they_may_wait(
+    database: Database,
+) -> None:
+    gate = UpworkGate(database, GatePolicy(interval=10.0, per_day=None, max_wait=1.0))
+    await gate.acquire()
+    with pytest.raises(UpworkRateLimited) as refused:
+        await gate.acquire()
+    assert 8 <= refused.value.retry_after <= 10
+
+
+async def test_block_holds_every_call_back(database: Database) -> None:
+    gate = UpworkGate(database, GatePolicy(interval=0.0, per_day=None, backoff=60))
+    await gate.block(60, "upwork_429")
+    other = UpworkGate(database, GatePolicy(interval=0.0, per_day=None))  # another process
+    with pytest.raises(UpworkRateLimited) as refused:
+        await other.acquire()
+    assert 58 <= refused.value.retry_after <= 60
+
+
+async def test_day_budget(database: Database) -> None:
+    gate = UpworkGate(database, GatePolicy(interval=0.0, per_day=2))
+    await gate.acquire()
+    await gate.acquire()
+    with pytest.raises(UpworkRateLimited) as refused:
+        await gate.acquire()
+    assert refused.value.retry_after <= 86_400
+
+
+async def test_a_429_without_retry_after_blocks_for_the_backoff(database: Database) -> None:
+    calls: list[str] = []
+
+    def upwork(request: httpx.Request) -> httpx.Response:
+        calls.append(str(request.url))
+        return httpx.Response(429, json={"message": "Too Many Requests"})
+
+    gate = UpworkGate(database, GatePolicy(interval=0.0, per_day=None, backoff=45))
+    transport = GatedTransport(httpx.MockTransport(upwork), gate)
+    async with httpx.AsyncClient(transport=transport) as http:
+        with pytest.raises(UpworkRateLimited) as first:
+            await http.post("https://api.upwork.invalid/graphql")
+        with pytest.raises(UpworkRateLimited):
+            await http.post("https://api.upwork.invalid/graphql")
+    assert first.value.retry_after == 45
+    assert len(calls) == 1  # the second call never left
+    assert (await gate.state()).blocked_reason == "upwork_429"

@@ -1,0 +1,268 @@
+"""The product against a sandbox that behaves as Upwork does (the strict defaults): scopes
+fixed on the key, abbreviated names, refresh with body credentials and the old refresh
+token's 24 hours, authentication errors inside a 200, the per-IP block, and the 24-hour
+content cache. Everything over real HTTP; the sandbox counts what reaches it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from .conftest import SANDBOX_USERS, AppFactory, RunningApp
+from .helpers import rows
+from .upwork_helpers import (
+    JSON,
+    audit_events,
+    connection_row,
+    expire_access,
+    sandbox_refresh,
+    sign_in,
+    sqlite_time,
+    stored_tokens,
+    sync,
+    wait_until,
+)
+
+
+def stats(app: RunningApp) -> dict[str, int]:
+    return dict(httpx.get(f"{app.url}/sandbox/upwork/_sandbox/stats").json())
+
+
+def user_row(app: RunningApp, user_id: str, *columns: str) -> dict[str, object]:
+    values = rows(app.db_path, f"SELECT {', '.join(columns)} FROM users WHERE id=?", user_id)[0]  # noqa: S608
+    return dict(zip(columns, values, strict=True))
+
+
+# ----- scopes ---------------------------------------------------------------------------
+
+
+def test_sign_in_without_email_scope_degrades(running: RunningApp) -> None:
+    """The default key (Common Entities only): sign-in works, email and organization are
+    not held, and the dashboard and the API say what the key does not grant."""
+    browser, _user_id = sign_in(running, SANDBOX_USERS["alex"])
+    me = browser.get("/api/auth/me", headers=JSON).json()
+    assert me["email"] is None and me["name"] == "Alex M."
+    conn = browser.get("/api/upwork/connection", headers=JSON).json()
+    assert "User.email" in conn["grants"]["missing_fields"]
+    assert "email" in conn["grants"]["missing_features"]
+    assert "organization" in conn["grants"]["missing_features"]
+    assert "upwork check" in conn["grants"]["message"]
+    assert conn["organization_id"] is None
+    page = browser.get("/").text
+    assert "does not grant access to" in page and "User.email" in page
+    # Upwork's own words are in the log of the sign-in, never a token.
+    assert stats(running)["scope_errors"] == 1
+
+
+def test_sign_in_with_every_scope_is_one_request(app_factory: AppFactory) -> None:
+    app = app_factory(sandbox_scopes="all")
+    browser, _user_id = sign_in(app, SANDBOX_USERS["olena"])
+    me = browser.get("/api/auth/me", headers=JSON).json()
+    assert me["email"] == "olena.kovalenko@example.com"
+    conn = browser.get("/api/upwork/connection", headers=JSON).json()
+    assert conn["grants"]["missing_fields"] == [] and conn["grants"]["message"] is None
+    assert conn["organization_id"] == "1717171717171717102"
+    assert stats(app)["graphql_requests"] == 1
+
+
+def test_sign_in_with_organization_out_of_scope(running: RunningApp) -> None:
+    running.faults(scopes=["common-entities", "user-email"])
+    browser, _user_id = sign_in(running, SANDBOX_USERS["olena"])
+    me = browser.get("/api/auth/me", headers=JSON).json()
+    assert me["email"] == "olena.kovalenko@example.com"
+    conn = browser.get("/api/upwork/connection", headers=JSON).json()
+    assert conn["organization_id"] is None
+    assert conn["grants"]["missing_features"] == ["organization"]
+    assert "Organization.id" in conn["grants"]["missing_fields"]
+
+
+def test_identity_out_of_scope_fails_sign_in_with_upworks_reason(running: RunningApp) -> None:
+    running.faults(scopes=["user-email"])
+    browser = running.browser()
+    r = browser.sign_in(SANDBOX_USERS["alex"])
+    assert r.headers["location"] == "/?error=upwork_scope_missing"
+    failed = audit_events(running.db_path, "signin.failed")
+    assert failed[-1]["reason_code"] == "upwork_scope_missing"
+    assert "permissions/scopes" in failed[-1]["upwork_message"]
+    assert "User.id" in failed[-1]["upwork_message"]
+    assert rows(running.db_path, "SELECT count(*) FROM users")[0][0] == 0
+
+
+def test_abbreviated_names_stored_verbatim(running: RunningApp) -> None:
+    _browser, user_id = sign_in(running, SANDBOX_USERS["olena"])
+    assert user_row(running, user_id, "name")["name"] == "Олена К."  # noqa: RUF001
+
+
+def test_sync_remembers_refused_fields_and_asks_once(running: RunningApp) -> None:
+    """After sign-in found what the key refuses, a sync is a single request."""
+    browser, _user_id = sign_in(running, SANDBOX_USERS["alex"])
+    before = stats(running)["graphql_requests"]
+    assert sync(browser).status_code == 200
+    assert stats(running)["graphql_requests"] == before + 1
+
+
+# ----- tokens ---------------------------------------------------------------------------
+
+
+def test_refresh_sends_body_credentials_only(running: RunningApp) -> None:
+    """The sandbox refuses HTTP Basic on refresh (as Upwork does): ours still refreshes."""
+    browser, user_id = sign_in(running, SANDBOX_USERS["alex"])
+    expire_access(running.db_path, user_id)
+    assert sync(browser).status_code == 200
+    assert stats(running)["token_refresh"] == 1
+    assert connection_row(running.db_path, user_id)["status"] == "active"
+
+
+def test_crash_between_rotation_and_commit_recovered_by_old_token(running: RunningApp) -> None:
+    """Upwork rotated the pair but we died before storing it: the stored (old) refresh
+    token still works for 24 hours, so the next refresh recovers the connection."""
+    browser, user_id = sign_in(running, SANDBOX_USERS["alex"])
+    _, old_refresh = stored_tokens(running, user_id)
+    assert old_refresh
+    lost = sandbox_refresh(running, old_refresh)  # the answer we "lost" in the crash
+    assert lost.status_code == 200 and lost.json()["refresh_token"] != old_refresh
+    expire_access(running.db_path, user_id)
+    r = sync(browser)
+    assert r.status_code == 200, r.text
+    assert connection_row(running.db_path, user_id)["status"] == "active"
+    assert stored_tokens(running, user_id)[1] not in (old_refresh, lost.json()["refresh_token"])
+
+
+def test_without_the_grace_the_same_crash_needs_reauth(running: RunningApp) -> None:
+    """The kinder-to-thieves setting off: the sandbox kills the old token at once."""
+    running.faults(old_refresh_grace=0)
+    browser, user_id = sign_in(running, SANDBOX_USERS["alex"])
+    _, old_refresh = stored_tokens(running, user_id)
+    assert sandbox_refresh(running, old_refresh or "").status_code == 200
+    expire_access(running.db_path, user_id)
+    assert sync(browser).status_code == 409
+
+
+@pytest.mark.parametrize("status", [401, 200])
+def test_auth_error_refreshes_once_then_needs_reauth(running: RunningApp, status: int) -> None:
+    """A refused token, as a 401 or inside a 200: one refresh, one retry, then the user
+    must reconnect. Never a loop and never a 502."""
+    browser, user_id = sign_in(running, SANDBOX_USERS["alex"])
+    before = stats(running)
+    running.faults(auth_error_status=status, graphql_status=401)
+    r = sync(browser)
+    assert r.status_code == 409 and r.json()["error"] == "upwork_reauth_required"
+    after = stats(running)
+    assert after["token_refresh"] - before.get("token_refresh", 0) == 1
+    assert after["graphql_requests"] - before["graphql_requests"] == 2
+    assert connection_row(running.db_path, user_id)["status"] == "needs_reauth"
+    reauth = audit_events(running.db_path, "upwork.reauth_required")[-1]
+    assert reauth["reason"] == "token_rejected" and reauth["upwork_message"]
+    # Further calls do not reach Upwork at all.
+    assert sync(browser).status_code == 409
+    assert stats(running)["graphql_requests"] == after["graphql_requests"]
+
+
+# ----- the per-IP block -----------------------------------------------------------------
+
+
+def test_per_ip_block_is_respected_by_every_process(app_factory: AppFactory) -> None:
+    """Upwork blocks an IP for a minute after its last rate-limited request and sends no
+    Retry-After. Our budget is set far too high here on purpose: the first 429 must stop
+    every process of the host from calling Upwork until the minute is over."""
+    app = app_factory(upwork_rate_limit="1000/second", profile_sync_rate_limit="1000/minute")
+    browser, _ = sign_in(app, SANDBOX_USERS["alex"])
+    app.faults(ip_rate_limit=2, ip_block_seconds=60)
+    before = stats(app)
+    answers = [sync(browser) for _ in range(15)]
+    codes = [r.status_code for r in answers]
+    assert codes.count(503) >= 12, codes
+    blocked = next(r for r in answers if r.status_code == 503)
+    assert blocked.json()["error"] == "upwork_rate_limited"
+    assert 50 <= int(blocked.headers["Retry-After"]) <= 60
+    after = stats(app)
+    reached = after["graphql_requests"] - before["graphql_requests"]
+    assert reached <= 4, reached  # a handful, then silence
+    assert after["rate_limited"] - before.get("rate_limited", 0) == 1
+
+    # A second server on the same database (another process of the host) holds back too.
+    other = app_factory(
+        database_url=app.db_path.url,
+        data_dir=app.settings.data_dir,  # the same secrets, as processes of one host share
+        upwork_rate_limit="1000/second",
+    )
+    second = other.browser().sign_in(SANDBOX_USERS["olena"])
+    assert second.headers["location"] == "/?error=upwork_rate_limited"
+    assert stats(app)["token_requests"] == after["token_requests"]
+    assert stats(other).get("token_requests", 0) == 0
+
+
+# ----- the 24-hour content cache --------------------------------------------------------
+
+
+def _age_content(app: RunningApp, user_id: str, hours: float) -> None:
+    old = sqlite_time(datetime.now(UTC) - timedelta(hours=hours))
+    rows(
+        app.db_path,
+        "UPDATE users SET identity_fetched_at=?, email_fetched_at=?, profile_synced_at=? "
+        "WHERE id=?",
+        old,
+        old,
+        old,
+        user_id,
+    )
+
+
+def test_content_purged_after_24_hours_and_fetched_again_on_use(app_factory: AppFactory) -> None:
+    app = app_factory(sandbox_scopes="all", worker_in_serve=None, worker_interval_seconds=0.2)
+    browser, user_id = sign_in(app, SANDBOX_USERS["olena"])
+    profile = browser.get("/api/upwork/profile", headers=JSON).json()
+    assert profile["content"]["state"] == "fresh" and profile["content"]["expires_at"]
+    requests_before = stats(app)["graphql_requests"]
+
+    _age_content(app, user_id, 25)
+    columns = ("name", "email", "upwork_nid", "photo_url", "profile_key", "identity_fetched_at")
+    # The worker inside serve (on by default) purges it without anybody asking.
+    wait_until(lambda: user_row(app, user_id, *columns)["name"] is None)
+    purged = user_row(app, user_id, *columns)
+    assert all(value is None for value in purged.values()), purged
+    assert user_row(app, user_id, "upwork_id")["upwork_id"] == SANDBOX_USERS["olena"]
+    assert stats(app)["graphql_requests"] == requests_before  # not re-fetched by a timer
+
+    # The user comes back: "refreshing", then fetched again, once.
+    seen = browser.get("/api/upwork/profile", headers=JSON).json()
+    assert seen["content"]["state"] == "refreshing" and seen["name"] is None
+    wait_until(lambda: user_row(app, user_id, "name")["name"] == "Олена К.")  # noqa: RUF001
+    again = browser.get("/api/upwork/profile", headers=JSON).json()
+    assert again["content"]["state"] == "fresh" and again["email"]
+    assert stats(app)["graphql_requests"] == requests_before + 1
+
+
+def test_stale_but_unexpired_content_is_kept_until_used(running: RunningApp) -> None:
+    browser, user_id = sign_in(running, SANDBOX_USERS["alex"])
+    _age_content(running, user_id, 7)  # past the 6-hour sync interval, within 24 hours
+    page = browser.get("/")
+    assert page.status_code == 200 and "Alex M." in page.text
+    wait_until(
+        lambda: (
+            rows(running.db_path, "SELECT count(*) FROM profile_syncs WHERE trigger='stale'")[0][0]
+            == 1
+        )
+    )
+
+
+def test_metrics_count_calls_to_upwork_by_outcome(app_factory: AppFactory) -> None:
+    app = app_factory(metrics_token="m" * 32)
+    _browser, _ = sign_in(app, SANDBOX_USERS["alex"])
+
+    def metrics() -> str:
+        auth = {"Authorization": "Bearer " + "m" * 32}
+        return httpx.get(f"{app.url}/metrics", headers=auth).text
+
+    # A request is counted just after its answer is sent: wait for the last one.
+    me_line = 'http_requests_total{method="GET",route="/api/auth/me",status="200"}'
+    wait_until(lambda: me_line in metrics())
+    text = metrics()
+    assert 'upwork_calls_total{operation="profile",outcome="scope_error"}' in text
+    assert 'upwork_calls_total{operation="token:authorization_code",outcome="ok"}' in text
+    assert "upwork_budget_wait_seconds_count" in text
+    assert "upwork_token_refreshes_total" in text and "upwork_backoff_until" in text
+    # A mounted app's requests count under its prefix, never its own paths or raw URLs.
+    assert 'route="/sandbox/upwork/{path}"' in text and 'route="/graphql"' not in text
