@@ -130,6 +130,7 @@ def test_access_denied(running: RunningApp) -> None:
     assert_browser_error(browser, r, "access_denied")
     assert_nothing_written(running)
     assert failures(running)[-1]["reason_code"] == "access_denied"
+    assert failures(running)[-1]["upwork_message"] == "The user denied access"  # Upwork's words
 
 
 def test_access_denied_api_client(running: RunningApp) -> None:

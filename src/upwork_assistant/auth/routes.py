@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from ..db.models import User, UserSession
 from ..security import audit
 from ..services import Services
+from ..upwork.errors import upwork_text
 from .deps import (
     MetaDep,
     OptionalPrincipalDep,
@@ -146,6 +147,7 @@ async def callback(
     code: str | None = None,
     state: str | None = None,
     error: str | None = None,
+    error_description: str | None = None,
 ) -> Response:
     """Upwork sends the browser back here with ``code`` and ``state`` (or ``error``)."""
     cookie_name: str | None = None
@@ -166,6 +168,7 @@ async def callback(
             raise AuthError(
                 "access_denied" if upwork_error == "access_denied" else "upwork_error",
                 f"upwork error: {upwork_error}",
+                upwork_text(error_description),  # Upwork's reason (or the URL's, untrusted)
             )
         if not code:
             raise AuthError("code_missing")

@@ -16,7 +16,8 @@ def upwork_text(value: object) -> str | None:
     Upwork's messages name fields and reasons, never tokens; they are still cut short."""
     if not isinstance(value, str) or not value.strip():
         return None
-    return " ".join(value.split())[:UPWORK_MESSAGE_MAX]
+    printable = "".join(c if c.isprintable() else " " for c in value[: UPWORK_MESSAGE_MAX * 2])
+    return " ".join(printable.split())[:UPWORK_MESSAGE_MAX] or None
 
 
 class UpworkError(Exception):
