@@ -214,3 +214,10 @@ def test_check_refuses_sandbox_mode(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 2 and "UPWORK_CLIENT_ID" in done.stderr
+
+
+def test_check_when_no_callback_comes(checker: Checker) -> None:
+    checker.sandbox.faults(deny_redirect=False)  # Deny keeps the browser on "Upwork"
+    result = checker.run("--timeout", "3", decision="deny")
+    assert result.code == 1
+    assert any("no callback arrived" in p for p in result.report["problems"])

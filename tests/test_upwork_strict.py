@@ -266,3 +266,28 @@ def test_metrics_count_calls_to_upwork_by_outcome(app_factory: AppFactory) -> No
     assert "upwork_token_refreshes_total" in text and "upwork_backoff_until" in text
     # A mounted app's requests count under its prefix, never its own paths or raw URLs.
     assert 'route="/sandbox/upwork/{path}"' in text and 'route="/graphql"' not in text
+
+
+# ----- PKCE, either way -----------------------------------------------------------------
+
+
+def test_pkce_refused_by_upwork_fails_sign_in_with_its_reason(running: RunningApp) -> None:
+    running.faults(pkce="reject")
+    browser = running.browser()
+    start = browser.get("/api/auth/upwork/authorize", params={"redirect": "true"})
+    refused = browser.get(start.headers["location"])  # Upwork sends the browser straight back
+    assert refused.status_code == 302 and "error=invalid_request" in refused.headers["location"]
+    r = browser.get(refused.headers["location"])
+    assert r.headers["location"] == "/?error=upwork_error"
+    failed = audit_events(running.db_path, "signin.failed")[-1]
+    assert failed["upwork_message"] == "PKCE is not supported"
+
+
+def test_sign_in_without_pkce_when_the_operator_turns_it_off(app_factory: AppFactory) -> None:
+    app = app_factory(upwork_use_pkce=False)
+    app.faults(pkce="reject")
+    browser = app.browser()
+    started = browser.get("/api/auth/upwork/authorize", params={"redirect": "true"})
+    assert "code_challenge" not in started.headers["location"]
+    browser2, _ = sign_in(app, SANDBOX_USERS["alex"])
+    assert browser2.get("/api/auth/me", headers=JSON).json()["name"] == "Alex M."

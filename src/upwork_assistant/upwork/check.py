@@ -110,9 +110,7 @@ async def wait_for_callback(redirect_uri: str, wait: float, say: Say) -> str:
     paste = _read_line()
     try:
         while True:
-            done, _ = await asyncio.wait(
-                {got, paste}, timeout=wait, return_when="FIRST_COMPLETED"
-            )
+            done, _ = await asyncio.wait({got, paste}, timeout=wait, return_when="FIRST_COMPLETED")
             if not done:
                 raise TimeoutError("no callback arrived in time")
             if got in done:
@@ -178,7 +176,10 @@ async def run_check(
     if tokens is None:
         return report
     await _check_scopes(report, graphql, tokens)
-    await _check_refresh(report, settings, http, oauth_for(True), graphql, tokens)
+    await _check_refresh(report, settings, http, oauth_for(True), tokens)
+    report.bad_token = await _token_answer(
+        http, settings.graphql_url, "invalid-" + secrets.token_urlsafe(24)
+    )
     return report
 
 
@@ -192,7 +193,14 @@ async def _authorize(
     """Sign in with PKCE; when the authorize or token step refuses it, once more without."""
     for pkce in (True, False):
         oauth = oauth_for(pkce)
-        query, state, verifier = await _sign_in(oauth, settings, wait, say)
+        try:
+            query, state, verifier = await _sign_in(oauth, settings, wait, say)
+        except TimeoutError:
+            report.problems.append(
+                f"no callback arrived within {wait:.0f} s (after a Deny, Upwork may keep "
+                "the browser on its own page instead of redirecting back)"
+            )
+            return None
         error = (query.get("error") or [None])[0]
         if (query.get("state") or [None])[0] != state:
             report.problems.append("the callback's state does not match the request")
@@ -274,7 +282,6 @@ async def _check_refresh(
     settings: Settings,
     http: httpx.AsyncClient,
     oauth: UpworkOAuthClient,
-    graphql: UpworkGraphQLClient,
     first: TokenSet,
 ) -> None:
     if not first.refresh_token:
@@ -298,9 +305,6 @@ async def _check_refresh(
         http, settings.graphql_url, first.access_token
     )
     report.refresh = found
-    report.bad_token = await _token_answer(
-        http, settings.graphql_url, "invalid-" + secrets.token_urlsafe(24)
-    )
 
 
 async def _token_answer(http: httpx.AsyncClient, url: str, token: str) -> dict[str, Any]:
