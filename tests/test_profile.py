@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from upwork_assistant.db.models import User
 from upwork_assistant.upwork.errors import UpworkError
 from upwork_assistant.upwork.profile import parse_profile
 
@@ -37,8 +38,20 @@ def test_html_in_name_is_kept_as_text() -> None:
 
 
 def test_missing_name_falls_back_to_nickname() -> None:
-    assert parse_profile(profile(name=None)).display_name == "nick"
-    assert parse_profile(profile(name="", nid=None)).display_name == "Upwork user 123"
+    """Refused, withheld or purged (after 24 hours): the account still has a name to show."""
+    assert parse_profile(profile(name=None)).name == ""
+    assert User(upwork_id="123", name=None, upwork_nid="nick").display_name == "nick"
+    assert User(upwork_id="123", name="", upwork_nid=None).display_name == "Upwork user 123"
+
+
+def test_photo_and_profile_key_are_kept_only_when_well_formed() -> None:
+    good = parse_profile(
+        profile(photoUrl="https://a.example/p.png", ciphertext="~01abcdef0123456789")
+    )
+    assert good.photo_url == "https://a.example/p.png"
+    assert good.profile_key == "~01abcdef0123456789"
+    bad = parse_profile(profile(photoUrl="javascript:alert(1)", ciphertext="<x>"))
+    assert bad.photo_url is None and bad.profile_key is None
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,6 @@ counts against every limit of the budget and is allowed only when all have room.
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from limits import RateLimitItem, parse_many
@@ -32,19 +31,6 @@ class Budget:
     async def hit(self, key: str = "") -> float:
         """Spend one unit. Returns 0 when allowed, else the seconds until there is room."""
         return await self._limiter.hit(self, key)
-
-    async def wait(self, key: str = "", max_wait: float = 0.0) -> float:
-        """Spend one unit, waiting up to ``max_wait`` seconds for room. Returns 0 when spent,
-        else the seconds still to wait (the caller answers 429/503 with Retry-After)."""
-        deadline = time.monotonic() + max_wait
-        while True:
-            retry_after = await self.hit(key)
-            if retry_after == 0:
-                return 0.0
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return retry_after
-            await asyncio.sleep(min(retry_after, left, 0.25))
 
 
 class RateLimiter:

@@ -121,10 +121,6 @@ class UpworkProfile(BaseModel):
         value = value.strip()
         return value if PROFILE_KEY_RE.fullmatch(value) else None
 
-    @property
-    def display_name(self) -> str:
-        return self.name or self.nid or f"Upwork user {self.id}"
-
 
 def parse_profile(data: Any) -> UpworkProfile:
     """``data`` is the GraphQL ``data`` object; raises :class:`UpworkError` when unusable."""
