@@ -38,7 +38,10 @@ class SecurityHeadersMiddleware:
                     headers["Referrer-Policy"] = "no-referrer"
                 else:
                     headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
-                if path.startswith("/api/auth"):
+                if path.startswith("/api/"):
+                    # Every API answer is personal or carries a secret (sessions, MFA
+                    # secrets and backup codes, tokens' state, the security log): never
+                    # kept by a browser or a proxy.
                     headers["Cache-Control"] = "no-store"
                 if self.hsts:
                     headers.setdefault(

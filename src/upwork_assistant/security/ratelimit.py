@@ -50,11 +50,13 @@ class RateLimiter:
         return Budget(name, spec, self)
 
     async def hit(self, budget: Budget, key: str) -> float:
+        """Count one unit against every limit of the budget with the strategy's atomic hit
+        (a Lua script on Redis), so a concurrent burst can never pass a limit between a
+        test and a count. A refused hit leaves the limits already counted counted: under
+        pressure that errs on the side of refusing."""
         ids = (budget.name, key)
         for item in budget.items:
-            if not await self._strategy.test(item, *ids):
+            if not await self._strategy.hit(item, *ids):
                 stats = await self._strategy.get_window_stats(item, *ids)
                 return max(0.05, stats.reset_time - time.time())
-        for item in budget.items:
-            await self._strategy.hit(item, *ids)
         return 0.0
