@@ -70,10 +70,10 @@ async def test_block_holds_every_call_back(database: Database) -> None:
 
 async def test_day_budget(database: Database) -> None:
     gate = UpworkGate(database, GatePolicy(interval=0.0, per_day=2))
-    await gate.acquire()
-    await gate.acquire()
+    await gate.acquire("signin")
+    await gate.acquire("signin")
     with pytest.raises(UpworkRateLimited) as refused:
-        await gate.acquire()
+        await gate.acquire("signin")
     assert refused.value.retry_after <= 86_400
 
 
@@ -94,3 +94,25 @@ async def test_a_429_without_retry_after_blocks_for_the_backoff(database: Databa
     assert first.value.retry_after == 45
     assert len(calls) == 1  # the second call never left
     assert (await gate.state()).blocked_reason == "upwork_429"
+
+
+async def test_sign_ins_keep_a_reserve_of_the_day(database: Database) -> None:
+    gate = UpworkGate(database, GatePolicy(interval=0.0, per_day=10))
+    for _ in range(8):
+        await gate.acquire("user")
+    with pytest.raises(UpworkRateLimited):
+        await gate.acquire("background")  # 80% of the day
+    await gate.acquire("user")
+    with pytest.raises(UpworkRateLimited):
+        await gate.acquire("user")  # 90% of the day
+    await gate.acquire("signin")  # the last tenth is the sign-ins'
+    with pytest.raises(UpworkRateLimited):
+        await gate.acquire("signin")
+
+
+async def test_sign_ins_may_queue_where_syncs_may_not(database: Database) -> None:
+    gate = UpworkGate(database, GatePolicy(interval=0.6, per_day=None, max_wait=1.0))
+    await gate.acquire("user")
+    with pytest.raises(UpworkRateLimited):
+        await gate.acquire("user")  # its slot is 0.6 s away: more than half of max_wait
+    await gate.acquire("signin")  # waits for it

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import jwt
 
 from upwork_assistant.security import rotation
-from upwork_assistant.security.keys import KeyRing
+from upwork_assistant.security.keys import KeyRing, Sealed
 from upwork_assistant.services import Services
 
 from .conftest import SANDBOX_USERS, RunningApp
@@ -77,7 +78,7 @@ def test_reencrypt_in_small_batches_is_resumable(running: RunningApp) -> None:
         try:
             first = await rotation.reencrypt(svc.db, new, batch=1)
             second = await rotation.reencrypt(svc.db, new, batch=1)
-            return sum(first.values()), sum(second.values())
+            return sum(first.moved.values()), sum(second.moved.values())
         finally:
             await svc.aclose()
 
@@ -152,3 +153,73 @@ def test_unknown_kid_is_refused(running: RunningApp) -> None:
         headers={"Authorization": f"Bearer {forged_header}.{payload}.{sig}"},
     )
     assert r.status_code == 401
+
+
+# ----- issue 13, item 4: one unreadable ciphertext stops nothing -------------------------
+
+
+def _damage_tokens(app: RunningApp, user_id: str) -> None:
+    rows(
+        app.db_path,
+        "UPDATE upwork_connections SET refresh_token_ct=? WHERE user_id=?",
+        b"damaged",
+        user_id,
+    )
+
+
+def test_worker_carries_on_past_an_unreadable_row(running: RunningApp) -> None:
+    from .upwork_helpers import connection_row, sign_in, sqlite_time
+
+    _, alex_id = sign_in(running, SANDBOX_USERS["alex"])
+    _, olena_id = sign_in(running, SANDBOX_USERS["olena"])
+    _damage_tokens(running, alex_id)
+    soon = sqlite_time(datetime.now(UTC) + timedelta(hours=1))  # due for the keep-alive
+    rows(running.db_path, "UPDATE upwork_connections SET refresh_expires_at=?", soon)
+    result = cli(running, "worker", "--once")
+    assert result.returncode == 0, result.stderr
+    assert "renewed 1 connections" in result.stdout
+    assert connection_row(running.db_path, olena_id)["last_refresh_at"] is not None
+    assert connection_row(running.db_path, alex_id)["status"] == "needs_reauth"
+    assert rows(running.db_path, "SELECT count(*) FROM audit_checkpoints")[0][0] == 1
+    reasons = [
+        json.loads(r[0])["reason"]
+        for r in rows(
+            running.db_path,
+            "SELECT details FROM audit_events WHERE event_type='upwork.reauth_required'",
+        )
+    ]
+    assert reasons == ["token_unreadable"]
+
+
+def test_worker_refuses_when_a_used_key_left_the_ring(running: RunningApp) -> None:
+    from .upwork_helpers import sign_in
+
+    sign_in(running, SANDBOX_USERS["alex"])
+    path = running.settings.data_dir / "secrets.json"
+    stored = json.loads(path.read_text())
+    stored["TOKEN_ENCRYPTION_KEYS"] = _new_spec()
+    path.write_text(json.dumps(stored))
+    result = cli(running, "worker", "--once")
+    assert result.returncode == 2
+    assert "missing from TOKEN_ENCRYPTION_KEYS" in result.stderr
+
+
+def test_rotate_skips_and_reports_an_unreadable_row(running: RunningApp) -> None:
+    from .upwork_helpers import sign_in
+
+    _, alex_id = sign_in(running, SANDBOX_USERS["alex"])
+    _, olena_id = sign_in(running, SANDBOX_USERS["olena"])
+    _damage_tokens(running, alex_id)
+    result = cli(running, "keys", "rotate", "--add-key")
+    assert result.returncode == 1
+    reported = f"UNREADABLE, left as it is: upwork_connections.refresh_token_ct of {alex_id}"
+    assert reported in result.stdout
+    # The others moved to the new primary key and still read.
+    ring = KeyRing(secrets_file(running)["TOKEN_ENCRYPTION_KEYS"])
+    kid, ct = rows(
+        running.db_path,
+        "SELECT refresh_token_kid, refresh_token_ct FROM upwork_connections WHERE user_id=?",
+        olena_id,
+    )[0]
+    assert kid == ring.primary_id
+    assert ring.decrypt(Sealed(kid, ct), aad=f"upwork-token:{olena_id}:refresh")

@@ -6,13 +6,19 @@ import asyncio
 import concurrent.futures
 import os
 import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import httpx
 import pytest
 
+from upwork_assistant.app import create_app
+from upwork_assistant.config import Settings, new_encryption_key_spec
 from upwork_assistant.security.ratelimit import RateLimiter
 
 from .conftest import SANDBOX_USERS, AppFactory, RunningApp, flush_redis
-from .upwork_helpers import csrf_headers, sign_in
+from .helpers import rows
+from .upwork_helpers import JSON, csrf_headers, sign_in
 
 REDIS = os.environ.get("TEST_REDIS_URL")
 
@@ -75,3 +81,99 @@ def test_every_api_answer_is_no_store(running: RunningApp) -> None:
         assert "no-store" in r.headers.get("cache-control", ""), (method, path, r.status_code)
         ok += r.status_code < 400
     assert len(routes) >= 20 and ok >= 10  # most answered with data, not only errors
+
+
+# ----- 11. the sandbox's fault controls are never open in production --------------------
+
+
+def _production(tmp_path: Path, **extra: object) -> Settings:
+    return Settings(
+        app_env="production",
+        app_base_url="https://demo.example",
+        allow_sandbox_in_production=True,
+        secret_key="s" * 48,
+        token_encryption_keys=new_encryption_key_spec(),
+        database_url=f"sqlite:///{tmp_path / 'prod.db'}",
+        data_dir=tmp_path,
+        **extra,
+    )
+
+
+async def test_sandbox_controls_are_off_in_production(tmp_path: Path) -> None:
+    app = create_app(_production(tmp_path))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://demo.example") as c:
+        for method, path in (
+            ("GET", "/_sandbox/faults"),
+            ("PATCH", "/_sandbox/faults"),
+            ("DELETE", "/_sandbox/faults"),
+            ("GET", "/_sandbox/stats"),
+        ):
+            r = await c.request(method, "/sandbox/upwork" + path, json={"graphql_status": 500})
+            assert r.status_code == 404, (method, path)
+        # The sandbox itself still works for the demo.
+        assert (await c.get("/sandbox/upwork/")).status_code == 200
+
+
+async def test_sandbox_controls_need_the_operator_token_when_one_is_set(tmp_path: Path) -> None:
+    token = "c" * 40
+    app = create_app(_production(tmp_path, sandbox_controls_token=token))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://demo.example") as c:
+        url = "/sandbox/upwork/_sandbox/faults"
+        assert (await c.patch(url, json={"graphql_status": 500})).status_code == 401
+        wrong = {"Authorization": "Bearer " + "x" * 40}
+        assert (await c.get(url, headers=wrong)).status_code == 401
+        good = {"Authorization": f"Bearer {token}"}
+        r = await c.patch(url, json={"graphql_status": 500}, headers=good)
+        assert r.status_code == 200 and r.json()["graphql_status"] == 500
+
+
+# ----- 13. tables stay bounded ----------------------------------------------------------
+
+
+def test_worker_prunes_rows_past_their_use(running: RunningApp) -> None:
+    from .test_security_log import cli
+    from .upwork_helpers import sqlite_time
+
+    ended_browser, user_id = sign_in(running, SANDBOX_USERS["alex"])
+    live_browser, _ = sign_in(running, SANDBOX_USERS["alex"])
+    for browser in (ended_browser, live_browser):  # one rotated refresh token each
+        assert browser.post("/api/auth/refresh", headers=csrf_headers(browser)).status_code == 200
+    ended_id = rows(running.db_path, "SELECT id FROM sessions ORDER BY created_at")[0][0]
+    long_ago = sqlite_time(datetime.now(UTC) - timedelta(days=40))
+    rows(
+        running.db_path,
+        "UPDATE sessions SET revoked_at=?, revoked_reason='logout' WHERE id=?",
+        long_ago,
+        ended_id,
+    )
+    for age in (timedelta(days=2), timedelta(minutes=1)):
+        rows(
+            running.db_path,
+            "INSERT INTO mfa_failures (user_id, created_at) VALUES (?, ?)",
+            user_id,
+            sqlite_time(datetime.now(UTC) - age),
+        )
+    for days in (60, 45):  # two old sync records; the sign-in's is the latest
+        rows(
+            running.db_path,
+            "INSERT INTO profile_syncs (user_id, \"trigger\", started_at, finished_at, "
+            "succeeded, changed) VALUES (?, 'manual', ?, ?, ?, '[]')",
+            user_id,
+            sqlite_time(datetime.now(UTC) - timedelta(days=days)),
+            sqlite_time(datetime.now(UTC) - timedelta(days=days)),
+            True,
+        )
+    result = cli(running, "worker", "--once")
+    assert result.returncode == 0, result.stderr
+    sessions = [r[0] for r in rows(running.db_path, "SELECT id FROM sessions")]
+    assert ended_id not in sessions and len(sessions) == 1
+    assert rows(running.db_path, "SELECT session_id FROM rotated_refresh_tokens") == [
+        (sessions[0],)
+    ]
+    assert rows(running.db_path, "SELECT count(*) FROM mfa_failures")[0][0] == 1
+    triggers = {r[0] for r in rows(running.db_path, "SELECT \"trigger\" FROM profile_syncs")}
+    assert triggers == {"signin"}
+    # The live session still works, with its reuse detection intact.
+    assert live_browser.get("/api/auth/me", headers=JSON).status_code == 200

@@ -291,3 +291,64 @@ def test_sign_in_without_pkce_when_the_operator_turns_it_off(app_factory: AppFac
     assert "code_challenge" not in started.headers["location"]
     browser2, _ = sign_in(app, SANDBOX_USERS["alex"])
     assert browser2.get("/api/auth/me", headers=JSON).json()["name"] == "Alex M."
+
+
+# ----- issue 13: a refresh never overwrites a newer grant; unreadable tokens -------------
+
+
+def test_refresh_in_flight_never_overwrites_a_reconnect(running: RunningApp) -> None:
+    """The user reconnects while a refresh of their old grant is still at Upwork: the
+    new grant stays; the old grant's successor is dropped when it comes back."""
+    import threading
+
+    browser, user_id = sign_in(running, SANDBOX_USERS["alex"])
+    expire_access(running.db_path, user_id)
+    running.faults(refresh_delay=1.5)
+    result: dict[str, int] = {}
+    syncing = threading.Thread(target=lambda: result.update(code=sync(browser).status_code))
+    syncing.start()
+    wait_until(lambda: stats(running).get("token_refresh", 0) == 1)  # at "Upwork" now
+    sign_in(running, SANDBOX_USERS["alex"])  # reconnect: a new grant
+    reconnected = stored_tokens(running, user_id)
+    syncing.join(10)
+    assert result["code"] == 200
+    assert stored_tokens(running, user_id) == reconnected
+    assert connection_row(running.db_path, user_id)["status"] == "active"
+
+
+def test_unreadable_tokens_need_reconnecting_never_500(running: RunningApp) -> None:
+    browser, user_id = sign_in(running, SANDBOX_USERS["alex"])
+    rows(
+        running.db_path,
+        "UPDATE upwork_connections SET access_token_ct=? WHERE user_id=?",
+        b"damaged ciphertext, not from the key ring",
+        user_id,
+    )
+    r = sync(browser)
+    assert r.status_code == 409 and r.json()["error"] == "upwork_reauth_required"
+    assert connection_row(running.db_path, user_id)["status"] == "needs_reauth"
+    assert audit_events(running.db_path, "upwork.reauth_required")[-1]["reason"] == (
+        "token_unreadable"
+    )
+    conn = browser.get("/api/upwork/connection", headers=JSON).json()
+    assert conn["status"] == "needs_reauth"
+    assert "Reconnect" in browser.get("/").text
+    # Reconnecting stores readable tokens again.
+    sign_in(running, SANDBOX_USERS["alex"])
+    assert sync(browser).status_code == 200
+
+
+def test_syncs_cannot_spend_the_sign_ins_share(app_factory: AppFactory) -> None:
+    """A user syncing as fast as allowed runs into the day's user share; other people can
+    still sign in on the reserve."""
+    app = app_factory(
+        sandbox_scopes="all",
+        upwork_rate_limit="1000/second;20/day",
+        profile_sync_rate_limit="1000/minute",
+    )
+    app.faults(ip_rate_limit=0)  # our day budget is the subject, not Upwork's per-IP limit
+    browser, _ = sign_in(app, SANDBOX_USERS["alex"])  # 2 calls
+    codes = [sync(browser).status_code for _ in range(20)]
+    assert codes[:16] == [200] * 16 and set(codes[16:]) == {503}  # 90% of 20 = 18 calls
+    other, _ = sign_in(app, SANDBOX_USERS["olena"])  # the last 2 calls of the day
+    assert other.get("/api/auth/me", headers=JSON).status_code == 200

@@ -263,7 +263,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         redirect_uris=(settings.redirect_uri,),
                         scopes=parse_scopes(settings.sandbox_scopes),
                     )
-                ]
+                ],
+                controls_open=not settings.is_production,
+                controls_token=settings.sandbox_controls_token,
             )
         )
         app.mount(SANDBOX_PREFIX, sandbox, name="upwork-sandbox")

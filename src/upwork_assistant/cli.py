@@ -51,6 +51,25 @@ async def _unreadable_ciphertexts(settings: Settings) -> dict[str, int]:
         await database.dispose()
 
 
+def _refuse_missing_keys(settings: Settings | None = None) -> None:
+    """Stop before serving or working when stored rows are encrypted with a key that is
+    not in TOKEN_ENCRYPTION_KEYS: they could not be read, and would fail user by user."""
+    try:
+        settings = settings or get_settings()
+        _ = settings.secrets
+    except ConfigError as exc:
+        _fail(exc)
+    missing = asyncio.run(_unreadable_ciphertexts(settings))
+    if missing:
+        _fail(
+            ConfigError(
+                "stored data is encrypted with keys missing from TOKEN_ENCRYPTION_KEYS: "
+                + ", ".join(f"{kid} ({n})" for kid, n in missing.items())
+                + ". Put those keys back (after the primary) and run `keys rotate` first."
+            )
+        )
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -68,15 +87,7 @@ def serve(
         _ = settings.secrets  # production: stop here, clearly, when a secret is missing
     except ConfigError as exc:
         _fail(exc)
-    missing = asyncio.run(_unreadable_ciphertexts(settings))
-    if missing:
-        _fail(
-            ConfigError(
-                "stored data is encrypted with keys missing from TOKEN_ENCRYPTION_KEYS: "
-                + ", ".join(f"{kid} ({n})" for kid, n in missing.items())
-                + ". Put those keys back (after the primary) and run `keys rotate` first."
-            )
-        )
+    _refuse_missing_keys(settings)
     if settings.sandbox_mode and workers > 1:
         _fail(
             ConfigError(
@@ -121,13 +132,14 @@ def worker(
     """Keep Upwork connections alive, purge Upwork content past 24 hours, look after the
     security log. A single-process `serve` runs this inside; run it beside `serve
     --workers N`."""
+    _refuse_missing_keys()
 
     async def work(svc: Services) -> int:
         if once:
             result = await svc.worker.run_once()
             typer.echo(
                 f"renewed {result.renewed} connections, purged {result.purged} stale "
-                f"Upwork content groups, pruned {result.pruned} log records"
+                f"Upwork content groups, pruned {result.pruned} rows past their use"
             )
         else:
             await svc.worker.run_forever()
@@ -304,7 +316,8 @@ def keys_rotate(
         )
 
     async def work(svc: Services) -> int:
-        moved = await rotation.reencrypt(svc.db, svc.keyring)
+        done = await rotation.reencrypt(svc.db, svc.keyring)
+        moved = done.moved
         async with svc.db.write() as db:
             await audit.record(
                 db,
@@ -312,12 +325,19 @@ def keys_rotate(
                 None,
                 primary=svc.keyring.primary_id,
                 moved=sum(moved.values()),
+                unreadable=len(done.unreadable),
             )
         typer.echo(
             f"primary key {svc.keyring.primary_id}: moved {sum(moved.values())} "
             "ciphertexts" + "".join(f"\n  {n} {label}" for label, n in moved.items())
         )
-        return 0
+        for label, row in done.unreadable:
+            typer.secho(
+                f"UNREADABLE, left as it is: {label} of {row} (a key missing from the ring, "
+                "or a damaged row; the user reconnects Upwork or sets up MFA again)",
+                fg=typer.colors.RED,
+            )
+        return 1 if done.unreadable else 0
 
     _run_with_services(work)
 

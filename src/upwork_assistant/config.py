@@ -119,8 +119,9 @@ class Settings(BaseSettings):
     profile_sync_interval_seconds: int = Field(default=6 * 3600, ge=60, le=86400)
     #: After a failed fetch-on-use, wait this long before that user's next automatic try.
     profile_sync_retry_seconds: int = Field(default=3600, ge=10)
-    #: Manual syncs allowed per user (`limits` syntax).
-    profile_sync_rate_limit: str = "5/minute"
+    #: Manual syncs allowed per user (`limits` syntax): each user's share of the Upwork
+    #: budget; counted in Redis when configured, so every process agrees.
+    profile_sync_rate_limit: str = "5/minute;50/day"
     #: Seconds between the worker's passes.
     worker_interval_seconds: float = Field(default=60.0, gt=0)
     #: Also run the worker's loop inside `serve`. Unset: yes for a single-process `serve`,
@@ -161,6 +162,13 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=65536, ge=1024, le=10 * 1024 * 1024)
     #: Let APP_ENV=production run on the built-in sandbox (demos only).
     allow_sandbox_in_production: bool = False
+    #: Admin routes only for admins with MFA on. Unset: on when APP_ENV=production (an
+    #: admin's stolen Upwork sign-in alone must not reach every user's data), off in
+    #: development (so the sandbox's admins can try the pages without an authenticator).
+    admin_require_mfa: bool | None = None
+    #: In production the built-in sandbox's fault switches and counters are off; with this
+    #: token they answer its bearer only. (In development they are open, for tests.)
+    sandbox_controls_token: str | None = None
 
     @field_validator("app_base_url")
     @classmethod
@@ -190,6 +198,7 @@ class Settings(BaseSettings):
         "upwork_redirect_uri",
         "redis_url",
         "metrics_token",
+        "sandbox_controls_token",
     )
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
@@ -224,6 +233,13 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.app_env == "production"
+
+    @property
+    def admin_mfa_required(self) -> bool:
+        """ADMIN_REQUIRE_MFA, or by default whether this is production."""
+        if self.admin_require_mfa is None:
+            return self.is_production
+        return self.admin_require_mfa
 
     @property
     def cookie_secure(self) -> bool:

@@ -18,6 +18,7 @@ from ..security import audit
 from ..security.audit import RequestMeta
 from ..services import Services
 from ..upwork.errors import UpworkError
+from ..upwork.gate import priority as gate_priority
 from ..upwork.profile import UpworkProfile, parse_profile
 from ..upwork.queries import PROFILE, fetch_granted
 from ..upwork.sync import apply_profile, log_refused, organization_id, record_profile_change
@@ -46,14 +47,16 @@ async def complete_sign_in(
     svc: Services, code: str, code_verifier: str, meta: RequestMeta
 ) -> SignInResult:
     try:
-        tokens = await svc.oauth.exchange_code(code, code_verifier)
+        # Sign-ins go first when Upwork's budget is short (upwork/gate.py).
+        with gate_priority("signin"):
+            tokens = await svc.oauth.exchange_code(code, code_verifier)
 
-        async def run(query: str) -> dict[str, Any]:
-            return await svc.graphql.execute(tokens.access_token, query, allow_partial=True)
+            async def run(query: str) -> dict[str, Any]:
+                return await svc.graphql.execute(tokens.access_token, query, allow_partial=True)
 
-        # Whatever the key's scopes grant: only the user's id is indispensable; a refused
-        # email, photo or organization degrades a feature instead of blocking sign-in.
-        fetched = await fetch_granted(run, PROFILE)
+            # Whatever the key's scopes grant: only the user's id is indispensable; a
+            # refused email, photo or organization degrades a feature, never the sign-in.
+            fetched = await fetch_granted(run, PROFILE)
         profile = parse_profile(fetched.data)
     except UpworkError as exc:
         raise AuthError(

@@ -302,6 +302,8 @@ def create_sandbox_app(config: SandboxConfig) -> FastAPI:
         grant_type = form.get("grant_type")
         if grant_type == "refresh_token":
             state.stats["token_refresh"] += 1
+            if faults.refresh_delay:  # a refresh still in flight while other things happen
+                await asyncio.sleep(faults.refresh_delay)
         # Upwork reads a refresh's client credentials from the body only: with them in an
         # HTTP Basic header it answered "Missing parameters: client_id"
         # (upwork/node-upwork-oauth2 issue #29; the SDK moved them to the body, PR #31).
@@ -470,6 +472,33 @@ def create_sandbox_app(config: SandboxConfig) -> FastAPI:
         if user is None:
             return Response("no such user", status_code=404, media_type="text/plain")
         return Response(_portrait_svg(user), media_type="image/svg+xml")
+
+    @app.middleware("http")
+    async def guard_controls(request: Request, call_next: Any) -> Response:
+        root = str(request.scope.get("root_path", ""))
+        path = str(request.scope["path"])
+        route = path[len(root) :] if root and path.startswith(root) else path
+        if route.startswith(("/_sandbox/faults", "/_sandbox/stats")):
+            refused = controls_refused(request)
+            if refused is not None:
+                return refused
+        response: Response = await call_next(request)
+        return response
+
+    def controls_refused(request: Request) -> Response | None:
+        if state.config.controls_open:
+            return None
+        token = state.config.controls_token
+        if not token:
+            return JSONResponse({"error": "not_found"}, status_code=404)
+        presented = request.headers.get("authorization", "")
+        if not hmac.compare_digest(presented.encode(), f"Bearer {token}".encode()):
+            return JSONResponse(
+                {"error": "not_authenticated", "message": "The sandbox controls need a token."},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return None
 
     @app.get("/_sandbox/faults")
     async def get_faults() -> dict[str, Any]:

@@ -154,6 +154,7 @@ class Faults:
 
     token_status: int | None = None  # answer the token endpoint with this HTTP status
     token_delay: float = 0.0  # seconds to wait before answering the token endpoint
+    refresh_delay: float = 0.0  # seconds a refresh_token grant waits (others do not)
     token_non_json: bool = False  # answer the token endpoint with an HTML page
     graphql_status: int | None = None  # e.g. 500, 401 or 429
     graphql_delay: float = 0.0
@@ -222,6 +223,7 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "token_status": _status,
     "graphql_status": _status,
     "token_delay": _non_negative,
+    "refresh_delay": _non_negative,
     "graphql_delay": _non_negative,
     "retry_after": _non_negative,
     "access_token_ttl": _non_negative,
@@ -274,6 +276,11 @@ class SandboxConfig:
     clients: list[SandboxClient]
     users: list[SandboxUser] = field(default_factory=default_users)
     faults: Faults = field(default_factory=Faults)
+    #: Who may use the fault switches and counters (``/_sandbox/faults``, ``/stats``):
+    #: everybody (development, tests), only a bearer of ``controls_token``, or nobody
+    #: (404) when neither is set. A production demo must never leave them open.
+    controls_open: bool = True
+    controls_token: str | None = None
 
 
 @dataclass

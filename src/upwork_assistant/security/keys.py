@@ -76,9 +76,11 @@ class KeyRing:
         if cipher is None:
             raise DecryptionError(f"no key with id {sealed.key_id!r} in the key ring")
         blob = sealed.ciphertext
+        if not isinstance(blob, bytes | bytearray | memoryview) or len(blob) <= NONCE_BYTES:
+            raise DecryptionError("ciphertext is damaged (too short)")
         try:
             return cipher.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad.encode()).decode()
-        except InvalidTag as exc:
+        except (InvalidTag, UnicodeDecodeError) as exc:
             raise DecryptionError("ciphertext failed authentication") from exc
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import and_, func, select, update
@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.engine import Database
 from ..db.models import JwtSigningKey, UpworkConnection, User, UserSession
-from .keys import KeyRing, Sealed
+from .keys import DecryptionError, KeyRing, Sealed
 
 
 @dataclass(frozen=True)
@@ -75,24 +75,29 @@ async def unknown_keys(db: AsyncSession, ring: KeyRing) -> dict[str, int]:
     return {kid: sum(c.values()) for kid, c in usage.items() if kid not in ring.key_ids}
 
 
-async def reencrypt(database: Database, ring: KeyRing, batch: int = 200) -> Counter[str]:
+@dataclass
+class Rotation:
+    """What ``keys rotate`` did: ciphertexts moved per kind, and rows it could not read
+    (a key missing from the ring, or a damaged row): left as they are, and reported."""
+
+    moved: Counter[str] = field(default_factory=Counter)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (kind, row key)
+
+
+async def reencrypt(database: Database, ring: KeyRing, batch: int = 200) -> Rotation:
     """Move every ciphertext to the ring's primary key; resumable; returns counts."""
-    done: Counter[str] = Counter()
+    done = Rotation()
     for col in COLUMNS:
         kid_attr = getattr(col.model, col.kid)
         ct_attr = getattr(col.model, col.ct)
         pk_attr = getattr(col.model, col.pk)
+        skipped: list[Any] = []
         while True:
             async with database.write() as db:
-                rows = list(
-                    (
-                        await db.execute(
-                            select(col.model)
-                            .where(kid_attr.is_not(None), kid_attr != ring.primary_id)
-                            .limit(batch)
-                        )
-                    ).scalars()
-                )
+                query = select(col.model).where(kid_attr.is_not(None), kid_attr != ring.primary_id)
+                if skipped:
+                    query = query.where(pk_attr.not_in(skipped))
+                rows = list((await db.execute(query.limit(batch))).scalars())
                 if not rows:
                     break
                 for row in rows:
@@ -100,7 +105,13 @@ async def reencrypt(database: Database, ring: KeyRing, batch: int = 200) -> Coun
                     if col.aad is None:
                         values = {col.kid: None, col.ct: None}
                     else:
-                        plain = ring.decrypt(Sealed(old_kid, old_ct), aad=col.aad(row))
+                        try:
+                            plain = ring.decrypt(Sealed(old_kid, old_ct), aad=col.aad(row))
+                        except DecryptionError:
+                            # One bad row must not stop the rotation of all the others.
+                            skipped.append(getattr(row, col.pk))
+                            done.unreadable.append((col.label, str(getattr(row, col.pk))))
+                            continue
                         sealed = ring.encrypt(plain, aad=col.aad(row))
                         values = {col.kid: sealed.key_id, col.ct: sealed.ciphertext}
                     # Compare-and-swap: a value written meanwhile (already new) is kept.
@@ -116,5 +127,5 @@ async def reencrypt(database: Database, ring: KeyRing, batch: int = 200) -> Coun
                         .values(**values)
                         .execution_options(synchronize_session=False)
                     )
-                    done[col.label] += 1
+                    done.moved[col.label] += 1
     return done

@@ -11,10 +11,15 @@ in the database (``upwork_gate``, :class:`~..db.models.UpworkGate`):
 
 - **Pace**: a call reserves the next free slot, one interval after the previous one
   (``8/second`` gives a slot every 125 ms: never more than 9 in any second), and waits for
-  it. Interactive calls (sign-ins, and everything done while a user uses the product) may
-  queue up to ``max_wait``; background calls (the worker's keep-alive refreshes) only take
-  a slot that is free now, so when the budget is short sign-ins go first. The daily figure
-  is counted in the same statement.
+  it. The daily figure is counted in the same statement.
+- **Sign-ins first**: nobody can spend everybody's budget. Each call has a priority:
+  ``signin`` (the code exchange and profile query of a sign-in) may queue up to
+  ``max_wait`` and use the whole day; ``user`` (what a signed-in user's use of the product
+  asks: syncs, fetches on use) may queue half as long and use 90% of the day;
+  ``background`` (the worker's keep-alive) only takes a slot that is free now, within 80%
+  of the day. So however many syncs are asked for, the rest is there for sign-ins. Each
+  user's own share is capped before that by the per-user sync limits
+  (``PROFILE_SYNC_RATE_LIMIT``, counted in Redis when configured).
 - **Block**: after a 429, nothing goes to Upwork until the block ends (``Retry-After`` when
   Upwork sends one, else ``backoff`` seconds, a minute by default); meanwhile calls fail at
   once with :class:`UpworkRateLimited` (503 and ``Retry-After`` to our clients).
@@ -28,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -46,18 +51,26 @@ from .errors import UpworkRateLimited
 
 log = structlog.get_logger("upwork_assistant.upwork")
 
-Priority = Literal["interactive", "background"]
-PRIORITY: ContextVar[Priority] = ContextVar("upwork_priority", default="interactive")
+Priority = Literal["signin", "user", "background"]
+PRIORITY: ContextVar[Priority] = ContextVar("upwork_priority", default="user")
+#: The share of the queue (of ``max_wait``) and of the day each priority may use.
+QUEUE_SHARE: dict[Priority, float] = {"signin": 1.0, "user": 0.5, "background": 0.0}
+DAY_SHARE: dict[Priority, float] = {"signin": 1.0, "user": 0.9, "background": 0.8}
 
 
 @contextmanager
-def background() -> Iterator[None]:
-    """Calls to Upwork made inside are background work: they never queue for the budget."""
-    token = PRIORITY.set("background")
+def priority(level: Priority) -> Iterator[None]:
+    """Calls to Upwork made inside run at ``level`` (see the module's docstring)."""
+    token = PRIORITY.set(level)
     try:
         yield
     finally:
         PRIORITY.reset(token)
+
+
+def background() -> AbstractContextManager[None]:
+    """Calls to Upwork made inside are background work: they never queue for the budget."""
+    return priority("background")
 
 
 @dataclass(frozen=True)
@@ -96,31 +109,34 @@ class UpworkGate:
         self._db = db
         self.policy = policy
 
-    async def acquire(self, priority: Priority | None = None) -> None:
+    async def acquire(self, level: Priority | None = None) -> None:
         """Wait for this call's slot, or raise UpworkRateLimited when Upwork has blocked us,
         the day's budget is spent, or the queue is longer than this call may wait."""
-        priority = priority or PRIORITY.get()
-        max_wait = self.policy.max_wait if priority == "interactive" else 0.0
+        level = level or PRIORITY.get()
+        max_wait = self.policy.max_wait * QUEUE_SHARE[level]
+        per_day = self.policy.per_day
+        day_limit = None if per_day is None else int(per_day * DAY_SHARE[level])
         now = time.time()
-        slot = await self._reserve(now, max_wait)
+        slot = await self._reserve(now, max_wait, day_limit)
         if slot is None:
-            retry_after, reason = await self._why_not(now, max_wait)
-            metrics.BUDGET_REFUSED.labels(priority, reason).inc()
+            retry_after, reason = await self._why_not(now, max_wait, day_limit)
+            metrics.BUDGET_REFUSED.labels(level, reason).inc()
             raise UpworkRateLimited(retry_after)
         wait = max(0.0, slot - time.time())
-        metrics.BUDGET_WAIT.labels(priority).observe(wait)
+        metrics.BUDGET_WAIT.labels(level).observe(wait)
         if wait:
             await asyncio.sleep(wait)
 
-    async def _reserve(self, now: float, max_wait: float) -> float | None:
-        """Atomically take the next slot (at most ``max_wait`` from now); its start time."""
+    async def _reserve(self, now: float, max_wait: float, day_limit: int | None) -> float | None:
+        """Atomically take the next slot (at most ``max_wait`` from now, while the day's
+        count is under ``day_limit``); its start time."""
         p = self.policy
         start = case((GateRow.next_slot > now, GateRow.next_slot), else_=now)
         today = _today(now)
         conditions = [GateRow.id == 1, GateRow.blocked_until <= now, start - now <= max_wait]
         values: dict[str, object] = {"next_slot": start + p.interval}
-        if p.per_day is not None:
-            conditions.append((GateRow.day != today) | (GateRow.day_count < p.per_day))
+        if day_limit is not None:
+            conditions.append((GateRow.day != today) | (GateRow.day_count < day_limit))
             values["day_count"] = case((GateRow.day == today, GateRow.day_count + 1), else_=1)
             values["day"] = today
         async with self._db.write() as db:
@@ -135,12 +151,13 @@ class UpworkGate:
             ).first()
         return None if row is None else float(row[0]) - p.interval
 
-    async def _why_not(self, now: float, max_wait: float) -> tuple[float, str]:
+    async def _why_not(
+        self, now: float, max_wait: float, day_limit: int | None
+    ) -> tuple[float, str]:
         state = await self.state()
         if state.blocked_until > now:
             return state.blocked_until - now, "blocked"
-        per_day = self.policy.per_day
-        if per_day is not None and state.day == _today(now) and state.day_count >= per_day:
+        if day_limit is not None and state.day == _today(now) and state.day_count >= day_limit:
             return _until_tomorrow(now), "daily_budget"
         return max(self.policy.interval, state.next_slot - now - max_wait), "busy"
 

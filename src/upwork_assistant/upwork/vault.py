@@ -35,7 +35,7 @@ from ..db.engine import Database
 from ..db.models import UpworkConnection
 from ..db.types import utcnow
 from ..security import audit
-from ..security.keys import KeyRing, Sealed
+from ..security.keys import DecryptionError, KeyRing, Sealed
 from . import metrics
 from .errors import UpworkError, UpworkInvalidGrant, UpworkReauthRequired, UpworkUnavailable
 from .oauth import TokenSet, UpworkOAuthClient
@@ -48,6 +48,10 @@ NEEDS_REAUTH = "needs_reauth"
 
 def _aad(user_id: str, field: str) -> str:
     return f"upwork-token:{user_id}:{field}"
+
+
+class TokensUnreadable(Exception):
+    """A connection's stored tokens cannot be decrypted (the message names no secret)."""
 
 
 @dataclass(frozen=True)
@@ -90,28 +94,15 @@ class TokenVault:
 
     # ----- storing and opening -----------------------------------------------------------
 
-    async def store(
-        self,
-        db: AsyncSession,
-        user_id: str,
-        tokens: TokenSet,
-        *,
-        organization_id: str | None = None,
-        refreshed: bool = False,
-        missing_grants: list[str] | None = None,
-    ) -> None:
-        """Put a token pair on the user's connection (in the caller's transaction); an
-        upsert, so two sign-ins of one user racing each other both land. At sign-in,
-        ``organization_id`` and ``missing_grants`` (what the key's scopes refused) come
-        along; a refresh leaves them as they are."""
+    def _sealed(self, user_id: str, tokens: TokenSet) -> dict[str, Any]:
+        """The columns of a token pair, each token encrypted and bound to user and field."""
         access = self._keyring.encrypt(tokens.access_token, aad=_aad(user_id, "access"))
         refresh = (
             self._keyring.encrypt(tokens.refresh_token, aad=_aad(user_id, "refresh"))
             if tokens.refresh_token
             else None
         )
-        now = utcnow()
-        values: dict[str, Any] = {
+        return {
             "access_token_kid": access.key_id,
             "access_token_ct": access.ciphertext,
             "refresh_token_kid": refresh.key_id if refresh else None,
@@ -121,32 +112,69 @@ class TokenVault:
             "access_expires_at": tokens.access_expires_at,
             "refresh_expires_at": tokens.refresh_expires_at,
             "status": ACTIVE,
-            "updated_at": now,
+            "updated_at": utcnow(),
         }
-        if missing_grants is not None:
-            values["organization_id"] = organization_id
-            values["missing_grants"] = missing_grants
-            values["grants_checked_at"] = now
-        elif organization_id is not None:
-            values["organization_id"] = organization_id
-        if refreshed:
-            values["last_refresh_at"] = now
+
+    async def store(
+        self,
+        db: AsyncSession,
+        user_id: str,
+        tokens: TokenSet,
+        *,
+        organization_id: str | None,
+        missing_grants: list[str],
+    ) -> None:
+        """Put a new grant (a sign-in's tokens) on the user's connection, in the caller's
+        transaction, with its organization and what the key's scopes refused. An upsert,
+        so two sign-ins of one user racing each other both land; each bumps the grant's
+        generation, so a refresh of the older grant still in flight cannot overwrite it."""
+        now = utcnow()
+        values: dict[str, Any] = {
+            **self._sealed(user_id, tokens),
+            "organization_id": organization_id,
+            "missing_grants": missing_grants,
+            "grants_checked_at": now,
+        }
         insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
         stmt = insert(UpworkConnection).values(user_id=user_id, created_at=now, **values)
         await db.execute(stmt.on_conflict_do_update(index_elements=["user_id"], set_=values))
 
-    def open(self, conn: UpworkConnection) -> UpworkTokens:
-        """Decrypt a connection's tokens, in memory, for immediate use."""
-        access = self._keyring.decrypt(
-            Sealed(conn.access_token_kid, conn.access_token_ct),
-            aad=_aad(conn.user_id, "access"),
-        )
-        refresh = None
-        if conn.refresh_token_kid and conn.refresh_token_ct:
-            refresh = self._keyring.decrypt(
-                Sealed(conn.refresh_token_kid, conn.refresh_token_ct),
-                aad=_aad(conn.user_id, "refresh"),
+    async def _store_refreshed(
+        self, user_id: str, tokens: TokenSet, refreshed: UpworkConnection
+    ) -> bool:
+        """Replace the pair we refreshed with its successor: a compare-and-swap on the
+        stored ciphertexts, which every store renews (fresh nonces), so they version the
+        grant. False when the user signed in again meanwhile: the newer grant is kept and
+        the successor of the old one is dropped (Upwork's old token family just ages)."""
+        async with self._db.write() as db:
+            result = await db.execute(
+                update(UpworkConnection)
+                .where(
+                    UpworkConnection.user_id == user_id,
+                    UpworkConnection.access_token_ct == refreshed.access_token_ct,
+                    UpworkConnection.refresh_token_ct == refreshed.refresh_token_ct,
+                )
+                .values(**self._sealed(user_id, tokens), last_refresh_at=utcnow())
+                .execution_options(synchronize_session=False)
             )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def open(self, conn: UpworkConnection) -> UpworkTokens:
+        """Decrypt a connection's tokens, in memory, for immediate use. Raises
+        TokensUnreadable when a key is missing from the ring or the row is damaged."""
+        try:
+            access = self._keyring.decrypt(
+                Sealed(conn.access_token_kid, conn.access_token_ct),
+                aad=_aad(conn.user_id, "access"),
+            )
+            refresh = None
+            if conn.refresh_token_kid and conn.refresh_token_ct:
+                refresh = self._keyring.decrypt(
+                    Sealed(conn.refresh_token_kid, conn.refresh_token_ct),
+                    aad=_aad(conn.user_id, "refresh"),
+                )
+        except DecryptionError as exc:
+            raise TokensUnreadable(str(exc)) from None
         return UpworkTokens(access, refresh, conn.access_expires_at)
 
     async def connection(self, user_id: str) -> UpworkConnection:
@@ -165,15 +193,23 @@ class TokenVault:
 
         ``rejected``: an access token Upwork just answered 401 to (refresh unless another
         request already did). ``renew_before``: refresh unless the refresh token lives at
-        least until then (the worker's keep-alive)."""
-        grant = self._usable(await self.connection(user_id), rejected, renew_before)
-        if grant is not None:
-            return grant
-        lock = self._locks.get(user_id)
-        if lock is None:
-            lock = self._locks[user_id] = asyncio.Lock()
-        async with lock:
-            return await self._refresh_single_flight(user_id, rejected, renew_before)
+        least until then (the worker's keep-alive).
+
+        Tokens that cannot be decrypted (a key missing from the ring, a damaged row) put
+        the connection in ``needs_reauth``: reconnecting stores fresh ones. One such row
+        never stops the worker or answers 500."""
+        try:
+            grant = self._usable(await self.connection(user_id), rejected, renew_before)
+            if grant is not None:
+                return grant
+            lock = self._locks.get(user_id)
+            if lock is None:
+                lock = self._locks[user_id] = asyncio.Lock()
+            async with lock:
+                return await self._refresh_single_flight(user_id, rejected, renew_before)
+        except TokensUnreadable as exc:
+            log.error("upwork_tokens_unreadable", user_id=user_id, problem=str(exc))
+            raise await self.needs_reauth(user_id, "token_unreadable") from None
 
     def _usable(
         self, conn: UpworkConnection, rejected: str | None, renew_before: datetime | None
@@ -277,8 +313,10 @@ class TokenVault:
                     **extra,
                 )
             raise
-        async with self._db.write() as db:
-            await self.store(db, user_id, tokens, refreshed=True)
+        if not await self._store_refreshed(user_id, tokens, conn):
+            log.info("upwork_refresh_superseded", user_id=user_id)
+            latest = await self.connection(user_id)
+            return AccessGrant(self.open(latest).access_token, latest.organization_id)
         rotated = tokens.refresh_token != current.refresh_token
         metrics.REFRESHES.labels("rotated" if rotated else "ok").inc()
         log.info(

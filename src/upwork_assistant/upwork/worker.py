@@ -19,6 +19,7 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 
+from ..db import retention
 from ..db.engine import Database
 from ..db.models import UpworkConnection
 from ..db.types import utcnow
@@ -81,6 +82,14 @@ class Worker:
                 log.warning("keepalive_failed", user_id=user_id, error=exc.code)
         return renewed
 
+    async def prune_tables(self) -> int:
+        """Delete rows past their useful life (db/retention.py says which and why)."""
+        async with self._db.write() as db:
+            counts = await retention.prune(db, utcnow())
+        if any(counts.values()):
+            log.info("tables_pruned", **counts)
+        return sum(counts.values())
+
     async def audit_upkeep(self) -> int:
         """Sign a checkpoint of the security log, then prune what is past retention."""
         async with self._db.write() as db:
@@ -90,7 +99,7 @@ class Worker:
     async def run_once(self) -> PassResult:
         result = PassResult(renewed=await self.renew_expiring())
         result.purged = await self._sync.purge_expired(timedelta(seconds=self.interval))
-        result.pruned = await self.audit_upkeep()
+        result.pruned = await self.prune_tables() + await self.audit_upkeep()
         log.info("worker_pass", renewed=result.renewed, purged=result.purged, pruned=result.pruned)
         return result
 
