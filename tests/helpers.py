@@ -155,9 +155,19 @@ class TestDb:
         return [tuple(_sqlite_shape(v) for v in row) for row in fetched]
 
     def read_bytes(self) -> bytes:
-        """Everything stored, as bytes: to check that no secret is in there in clear."""
+        """Everything stored, as bytes: to check that no secret is in there in clear.
+
+        SQLite: every file the database writes (main file, ``-wal``, ``-shm``), after a
+        passive checkpoint, free pages and stale WAL frames included: "gone" must mean gone
+        from the disk, not only from query results."""
         if self.path is not None:
-            return self.path.read_bytes()
+            with sqlite3.connect(self.path) as conn:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            return b"".join(
+                f.read_bytes()
+                for f in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm"))
+                if f.exists()
+            )
         tables = [
             r[0]
             for r in self.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'", ())

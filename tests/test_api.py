@@ -4,7 +4,8 @@ from pathlib import Path
 
 import httpx
 
-from .conftest import AppFactory, RunningApp
+from .conftest import SANDBOX_USERS, AppFactory, RunningApp
+from .upwork_helpers import sign_in
 
 
 def test_healthz_and_readyz(running: RunningApp) -> None:
@@ -48,14 +49,58 @@ def test_jwks(running: RunningApp) -> None:
     assert "d" not in keys[0]  # public part only
 
 
+def csp_directives(header: str) -> dict[str, list[str]]:
+    directives: dict[str, list[str]] = {}
+    for part in header.split(";"):
+        name, *sources = part.split()
+        assert name not in directives, f"{name} twice"
+        directives[name] = sources
+    return directives
+
+
 def test_security_headers(running: RunningApp) -> None:
     r = httpx.get(f"{running.url}/")
     assert r.headers["x-content-type-options"] == "nosniff"
     assert r.headers["x-frame-options"] == "DENY"
-    assert "script-src 'self'" in r.headers["content-security-policy"]
     assert "strict-transport-security" not in r.headers  # plain http
     auth = httpx.get(f"{running.url}/api/auth/upwork/authorize")
     assert auth.headers["cache-control"] == "no-store"
+
+    # The whole CSP, every directive, on pages, the API, errors and static files alike.
+    authorize = httpx.URL(running.settings.authorize_url)
+    upwork_origin = f"{authorize.scheme}://{authorize.netloc.decode()}"
+    expected = {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'", upwork_origin],
+    }
+    browser, _ = sign_in(running, SANDBOX_USERS["alex"])
+    anonymous = running.browser()
+    answers = {
+        path: client.get(path)
+        for client, paths in (
+            (anonymous, ["/", "/mfa", "/nope", "/api/auth/me", "/api/auth/upwork/authorize"]),
+            (anonymous, ["/api/auth/upwork/callback", "/healthz", "/openapi.json", "/docs"]),
+            (anonymous, ["/static/app.css", "/static/app.js", "/.well-known/jwks.json"]),
+            (browser, ["/", "/security", "/account", "/admin", "/api/security/sessions"]),
+            (browser, ["/api/upwork/profile", "/api/security/logs"]),
+        )
+        for path in paths
+    }
+    for path, answer in answers.items():
+        csp = answer.headers.get("content-security-policy")
+        assert csp, path
+        directives = csp_directives(csp)
+        assert directives == expected, (path, csp)
+        for sources in directives.values():
+            for source in sources:
+                assert "*" not in source and source not in ("http:", "https:"), (path, source)
+                assert not source.startswith("'unsafe-"), (path, source)
 
 
 def test_not_found_and_bad_input_are_json(running: RunningApp) -> None:

@@ -206,9 +206,15 @@ def test_challenge_dies_after_five_failures(
 ) -> None:
     browser, _, secret, _ = mfa_user
     start_mfa_sign_in(browser, SANDBOX_USERS["olena"])
-    rows(running.db_path, "UPDATE mfa_challenges SET failures=5")
+    # Reached through wrong codes over HTTP, as an attacker would, not set in SQL.
+    valid = {code_at(secret, d) for d in (-1, 0, 1, 2)}
+    wrong = [f"{n:06d}" for n in range(300000, 300010) if f"{n:06d}" not in valid][:5]
+    answers = [submit(browser, c, as_json=True) for c in wrong]
+    assert [r.json()["error"] for r in answers] == ["mfa_invalid_code"] * 4 + ["mfa_locked"]
+    assert rows(running.db_path, "SELECT failures FROM mfa_challenges") == [(5,)]
     r = submit(browser, code_at(secret, 1), as_json=True)
     assert r.status_code == 400 and r.json()["error"] == "mfa_challenge_expired"
+    assert browser.get("/api/auth/me", headers=JSON).status_code == 401
 
 
 @pytest.mark.parametrize("bad", ["12ab", "", "1234567", "x" * 65, "abcd-efgh-ij"])
@@ -280,7 +286,7 @@ def test_disable_and_regenerate(
     off = browser.post(
         "/api/security/mfa/disable", headers=csrf_headers(browser), json={"code": fresh[0]}
     )
-    assert off.status_code == 200 and off.json() == {"mfa_enabled": False}
+    assert off.status_code == 200 and off.json() == {"mfa_enabled": False, "revoked_sessions": 0}
     assert audit_events(running.db_path, "mfa.disabled")
     assert count(running.db_path, "mfa_backup_codes") == 0
     again = browser.post(

@@ -177,3 +177,41 @@ def test_worker_prunes_rows_past_their_use(running: RunningApp) -> None:
     assert triggers == {"signin"}
     # The live session still works, with its reuse detection intact.
     assert live_browser.get("/api/auth/me", headers=JSON).status_code == 200
+
+
+# ----- 4. an unreadable MFA secret answers clearly, never 500 ---------------------------
+
+
+def test_unreadable_mfa_secret_is_a_clear_409_and_backup_codes_still_work(
+    running: RunningApp,
+) -> None:
+    import pyotp
+
+    from .test_mfa import enable_mfa, sign_out, start_mfa_sign_in, submit
+    from .upwork_helpers import audit_events
+
+    browser, user_id = sign_in(running, SANDBOX_USERS["olena"])
+    secret, backup = enable_mfa(browser)
+    sign_out(browser)
+    rows(running.db_path, "UPDATE users SET mfa_secret_ct=? WHERE id=?", b"damaged", user_id)
+    start_mfa_sign_in(browser, SANDBOX_USERS["olena"])
+    r = submit(browser, pyotp.TOTP(secret).now(), as_json=True)
+    assert r.status_code == 409 and r.json()["error"] == "mfa_secret_unreadable"
+    assert audit_events(running.db_path, "mfa.secret_unreadable")
+    assert submit(browser, backup[0], as_json=True).status_code == 200
+
+
+def test_the_first_security_records_may_race(app_factory: AppFactory) -> None:
+    """A fresh database: ten failed sign-ins at once write the first chained records
+    together (the chain's head row exists from the migration on; it used to be inserted by
+    whichever record came first, and the others failed on PostgreSQL)."""
+    app = app_factory()
+
+    def fail(_: int) -> int:
+        with app.api() as api:
+            return api.get("/api/auth/upwork/callback", params={"state": "x"}).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        codes = list(pool.map(fail, range(10)))
+    assert codes == [400] * 10
+    assert rows(app.db_path, "SELECT count(*) FROM audit_events")[0][0] == 10

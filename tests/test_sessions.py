@@ -23,12 +23,21 @@ CHROME = (
 )
 
 
-def refresh_with(app: RunningApp, token: str, csrf: str, ua: str) -> httpx.Response:
+def refresh_with(
+    app: RunningApp, token: str, csrf: str, ua: str, binding: str | None = None
+) -> httpx.Response:
+    cookies = {"refresh_token": token}
+    if binding:  # the session's binding cookie: only the real client's tabs have it
+        cookies["session_binding"] = binding
     return httpx.post(
         f"{app.url}/api/auth/refresh",
         headers={**JSON, "X-CSRF-Token": csrf, "User-Agent": ua},
-        cookies={"refresh_token": token},
+        cookies=cookies,
     )
+
+
+def binding_of(browser: Browser) -> str:
+    return browser.client.cookies.get("session_binding", path="/api/auth") or ""
 
 
 def tokens_of(browser: Browser) -> tuple[str, str, str]:
@@ -64,12 +73,15 @@ def test_refresh_reuse_after_grace_revokes_the_session(app_factory: AppFactory) 
 def test_grace_window_returns_the_same_pair_to_the_same_client(running: RunningApp) -> None:
     browser, _ = sign_in(running, SANDBOX_USERS["alex"])
     old, csrf, _ = tokens_of(browser)
-    ua = browser.client.headers["user-agent"]
-    first = refresh_with(running, old, csrf, ua)
-    second = refresh_with(running, old, csrf, ua)  # the other tab, a moment later
+    ua, binding = browser.client.headers["user-agent"], binding_of(browser)
+    first = refresh_with(running, old, csrf, ua, binding)
+    second = refresh_with(running, old, csrf, ua, binding)  # the other tab, a moment later
     assert first.status_code == second.status_code == 200
     assert first.cookies["refresh_token"] == second.cookies["refresh_token"]
-    assert first.json()["access_token"] == second.json()["access_token"]
+    # Each gets a working access token (no longer one kept encrypted for the retry).
+    for r in (first, second):
+        bearer = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        assert httpx.get(f"{running.url}/api/auth/me", headers=bearer).status_code == 200
     assert rows(running.db_path, "SELECT revoked_at FROM sessions") == [(None,)]
     # The pair keeps working.
     third = refresh_with(running, first.cookies["refresh_token"], csrf, ua)
@@ -97,9 +109,11 @@ def test_older_rotated_token_revokes_even_inside_the_window(running: RunningApp)
 def test_racing_tabs_both_get_the_new_pair(running: RunningApp) -> None:
     browser, _ = sign_in(running, SANDBOX_USERS["alex"])
     old, csrf, _ = tokens_of(browser)
-    ua = browser.client.headers["user-agent"]
+    ua, binding = browser.client.headers["user-agent"], binding_of(browser)
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda _: refresh_with(running, old, csrf, ua), range(4)))
+        results = list(
+            pool.map(lambda _: refresh_with(running, old, csrf, ua, binding), range(4))
+        )
     assert [r.status_code for r in results] == [200] * 4
     assert len({r.cookies["refresh_token"] for r in results}) == 1
 

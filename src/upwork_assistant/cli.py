@@ -221,6 +221,9 @@ def audit_verify() -> None:
         async with svc.db.session() as db:
             report = await audit.verify(db, svc.keys.audit_chain, svc.keys.audit_signing_key)
         extra = f", {report.unchained} older unchained records" if report.unchained else ""
+        if report.legacy:
+            extra += f", {report.legacy} records of the first chain format (id and "
+            extra += "anonymisation not yet chained)"
         typer.echo(f"{report.records} records, {report.checkpoints} checkpoints checked{extra}")
         for problem in report.problems:
             typer.secho(f"PROBLEM: {problem}", fg=typer.colors.RED)

@@ -24,6 +24,14 @@ class CodeBody(BaseModel):
     code: str = Field(max_length=64, description="A 6-digit TOTP code or a backup code")
 
 
+class MfaChangeBody(CodeBody):
+    revoke_other_sessions: bool = Field(
+        False,
+        description="Also sign out every other session of yours (the answer's "
+        "``revoked_sessions`` says how many)",
+    )
+
+
 def session_json(session: UserSession, current_id: str) -> dict[str, Any]:
     return {
         "id": session.id,
@@ -62,10 +70,17 @@ async def revoke_session(
     return revoked
 
 
-async def revoke_other_sessions(svc: ServicesDep, principal: Principal, meta: MetaDep) -> int:
+async def revoke_other_sessions(
+    svc: ServicesDep,
+    principal: Principal,
+    meta: MetaDep,
+    why: str = "signed_out_elsewhere",
+    revoked_reason: str = "user_others",
+) -> int:
+    """Revoke every session of the user but this one; ``why`` goes to the security log."""
     async with svc.db.write() as db:
         ids = await svc.sessions.revoke_all(
-            db, principal.user.id, "user_others", keep=principal.session.id
+            db, principal.user.id, revoked_reason, keep=principal.session.id
         )
         for session_id in ids:
             await audit.record(
@@ -74,9 +89,18 @@ async def revoke_other_sessions(svc: ServicesDep, principal: Principal, meta: Me
                 meta,
                 user_id=principal.user.id,
                 session_id=session_id,
-                reason="signed_out_elsewhere",
+                reason=why,
             )
     return len(ids)
+
+
+async def end_other_sessions_after_mfa_change(
+    svc: ServicesDep, principal: Principal, meta: MetaDep, change: str
+) -> int:
+    """Revoke every other session of the user after an MFA change they asked it for. Runs
+    after the change has committed: a session that signed in before MFA was on (or with a
+    code now replaced) should not outlive it when the user says so."""
+    return await revoke_other_sessions(svc, principal, meta, f"mfa_{change}", "mfa_changed")
 
 
 @router.delete("/sessions/{session_id}", status_code=204)
@@ -118,32 +142,45 @@ async def mfa_setup(principal: PrincipalDep, svc: ServicesDep) -> dict[str, str]
     return {"secret": info.secret, "otpauth_uri": info.otpauth_uri, "qr_svg": info.qr_svg}
 
 
+async def _maybe_end_others(
+    body: MfaChangeBody, svc: ServicesDep, principal: Principal, meta: MetaDep, change: str
+) -> int:
+    if not body.revoke_other_sessions:
+        return 0
+    return await end_other_sessions_after_mfa_change(svc, principal, meta, change)
+
+
 @router.post("/mfa/verify")
 async def mfa_verify(
-    body: CodeBody, principal: PrincipalDep, svc: ServicesDep, meta: MetaDep
+    body: MfaChangeBody, principal: PrincipalDep, svc: ServicesDep, meta: MetaDep
 ) -> dict[str, Any]:
-    """Turn MFA on with a code from the new secret. Returns 10 backup codes: shown once."""
+    """Turn MFA on with a code from the new secret. Returns 10 backup codes: shown once.
+    With ``revoke_other_sessions``, every other session of yours ends too."""
     codes = await svc.mfa.confirm_setup(principal.user.id, body.code, meta)
-    return {"mfa_enabled": True, "backup_codes": codes}
+    revoked = await _maybe_end_others(body, svc, principal, meta, "enabled")
+    return {"mfa_enabled": True, "backup_codes": codes, "revoked_sessions": revoked}
 
 
 @router.post("/mfa/disable")
 async def mfa_disable(
-    body: CodeBody, principal: PrincipalDep, svc: ServicesDep, meta: MetaDep
-) -> dict[str, bool]:
-    """Turn MFA off (needs a TOTP or backup code)."""
+    body: MfaChangeBody, principal: PrincipalDep, svc: ServicesDep, meta: MetaDep
+) -> dict[str, Any]:
+    """Turn MFA off (needs a TOTP or backup code). With ``revoke_other_sessions``, every
+    other session of yours ends too."""
     await svc.mfa.disable(principal.user.id, body.code, meta)
-    return {"mfa_enabled": False}
+    revoked = await _maybe_end_others(body, svc, principal, meta, "disabled")
+    return {"mfa_enabled": False, "revoked_sessions": revoked}
 
 
 @router.post("/mfa/backup-codes")
 async def mfa_backup_codes(
-    body: CodeBody, principal: PrincipalDep, svc: ServicesDep, meta: MetaDep
-) -> dict[str, list[str]]:
-    """A new set of backup codes; the old ones stop working."""
-    return {
-        "backup_codes": await svc.mfa.regenerate_backup_codes(principal.user.id, body.code, meta)
-    }
+    body: MfaChangeBody, principal: PrincipalDep, svc: ServicesDep, meta: MetaDep
+) -> dict[str, Any]:
+    """A new set of backup codes; the old ones stop working. With
+    ``revoke_other_sessions``, every other session of yours ends too."""
+    codes = await svc.mfa.regenerate_backup_codes(principal.user.id, body.code, meta)
+    revoked = await _maybe_end_others(body, svc, principal, meta, "backup_codes")
+    return {"backup_codes": codes, "revoked_sessions": revoked}
 
 
 account_router = APIRouter(tags=["account"])
@@ -175,6 +212,13 @@ async def delete_account_of(
         )
         # The database cascades to tokens, sessions, MFA data and sync records.
         await db.execute(delete(User).where(User.id == user.id))
+    if svc.db.engine.dialect.name == "sqlite":
+        # secure_delete zeroes the freed pages, but the WAL still holds earlier copies of
+        # them until it is checkpointed and truncated. Outside any transaction; if readers
+        # keep it busy, the next checkpoint finishes the job.
+        async with svc.db.engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 @account_router.delete("/api/account")

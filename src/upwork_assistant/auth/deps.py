@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Annotated
 
 import jwt
+import structlog
 from fastapi import Depends, Request
 
 from ..db.models import User, UserSession
@@ -21,6 +24,16 @@ from .tokens import UnknownKey
 
 # Dependencies are coroutines: FastAPI runs a plain `def` dependency in a worker thread,
 # a hand-off that would cost more than the dependency itself on every request.
+
+log = structlog.get_logger("upwork_assistant")
+
+# Refusals recorded in the security log, at most once a minute per client (see
+# `audit_refusal`). session.refresh_rejected is audit.SESSION_REFRESH_REJECTED.
+CSRF_REJECTED = "csrf.rejected"
+ACCESS_FORBIDDEN = "access.forbidden"
+ACCESS_JWT_REJECTED = "access_token.rejected"
+#: Seconds a refusal record stands for; the shared `rate_limit_audit` budget is 1/minute.
+REFUSAL_WINDOW = 60.0
 
 
 async def get_services(request: Request) -> Services:
@@ -76,16 +89,20 @@ async def authenticate(request: Request, svc: Services) -> Principal | None:
         await svc.jwt_keys.reload_if_due(force=True)
         try:
             claims = svc.jwt.verify(token)
-        except jwt.InvalidTokenError:
+        except jwt.InvalidTokenError as exc:
+            await _token_refused(request, svc, exc)
             return None
-    except jwt.InvalidTokenError:
+    except jwt.InvalidTokenError as exc:
+        await _token_refused(request, svc, exc)
         return None
     found = await svc.sessions.active(svc.db, claims.session_id, claims.user_id)
-    if found is None:
+    if found is None or found[1].blocked_at is not None:
+        # Our own token for a session that has ended: worth seeing when it comes in bursts.
+        await audit_refusal(request, svc, ACCESS_JWT_REJECTED, reason="session_ended")
         return None
     session, user = found
-    if user.blocked_at is not None:
-        return None
+    # Who made the request, for a refusal recorded after this point (CSRF, admin routes).
+    request.state.refusal_user_id = user.id
     if request.url.path.startswith("/api/"):
         await enforce(svc, svc.api_budget, user.id, request_meta(request), user_id=user.id)
     if utcnow() - session.last_seen_at >= TOUCH_EVERY:
@@ -98,6 +115,101 @@ async def authenticate(request: Request, svc: Services) -> Principal | None:
     ):
         raise AuthError("csrf_failed")
     return Principal(user, session, via_cookie)
+
+
+async def _token_refused(request: Request, svc: Services, exc: jwt.InvalidTokenError) -> None:
+    # An expired token of ours is routine (a client about to refresh); anything else
+    # (a bad signature, wrong claims, garbage, an unknown key) is not.
+    if not isinstance(exc, jwt.ExpiredSignatureError):
+        await audit_refusal(request, svc, ACCESS_JWT_REJECTED, reason="invalid")
+
+
+def same_origin(request: Request) -> bool:
+    """A browser request from our own pages, or a request from no browser at all: what
+    stands in for the CSRF token where no session names one (Fetch Metadata, else Origin;
+    browsers send one of them with every cross-site POST)."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in {"same-origin", "none"}
+    origin = request.headers.get("origin")
+    return origin is None or origin == f"{request.url.scheme}://{request.url.netloc}"
+
+
+class RefusalTally:
+    """Refusals counted per (event, client) in this process between security-log records,
+    so that a flood costs a counter, not a row each (and the audit chain's writers, which
+    take turns, stay free). Bounded: the least recently seen clients are dropped first."""
+
+    def __init__(self, max_keys: int = 10_000) -> None:
+        self._max_keys = max_keys
+        self._entries: OrderedDict[str, tuple[int, float]] = OrderedDict()
+
+    def add(self, key: str, now: float) -> int | None:
+        """Count one refusal. Returns the count to record when this process has not tried
+        to record ``key`` within the window, else None."""
+        count, last_try = self._entries.pop(key, (0, 0.0))
+        count += 1
+        due = now - last_try >= REFUSAL_WINDOW
+        self._entries[key] = (0 if due else count, now if due else last_try)
+        if len(self._entries) > self._max_keys:
+            self._entries.popitem(last=False)
+        return count if due else None
+
+    def put_back(self, key: str, count: int) -> None:
+        """Another process recorded this client's refusals this minute: keep ours for
+        our next record."""
+        held, last_try = self._entries.get(key, (0, time.monotonic()))
+        self._entries[key] = (held + count, last_try)
+
+
+def _tally(request: Request) -> RefusalTally:
+    tally: RefusalTally | None = getattr(request.app.state, "refusal_tally", None)
+    if tally is None:
+        tally = request.app.state.refusal_tally = RefusalTally()
+    return tally
+
+
+async def audit_refusal(
+    request: Request, svc: Services, event_type: str, *, reason: str | None = None
+) -> None:
+    """Record a refused request in the security log, aggregated: at most one record per
+    event, reason and client IP a minute (across processes, through the shared
+    `rate_limit_audit` budget), whose ``count`` is how many such refusals the recording
+    process saw since its previous record for that client."""
+    meta = request_meta(request)
+    key = f"{event_type}:{reason or ''}:{meta.ip or 'unknown'}"
+    tally = _tally(request)
+    count = tally.add(key, time.monotonic())
+    if count is None:
+        return
+    if await svc.rate_limit_audit.hit(f"refusal:{key}"):
+        tally.put_back(key, count)
+        return
+    details: dict[str, object] = {"count": count, "window_seconds": int(REFUSAL_WINDOW)}
+    if reason:
+        details["reason"] = reason
+    async with svc.db.write() as db:
+        await audit.record(
+            db,
+            event_type,
+            meta,
+            user_id=getattr(request.state, "refusal_user_id", None),
+            path=request.url.path[:200],
+            **details,
+        )
+
+
+async def audit_refusal_quietly(
+    request: Request, svc: Services, event_type: str, reason: str | None = None
+) -> None:
+    """`audit_refusal` after the answer has gone (a background task): a failure to
+    record is logged, never raised into the server."""
+    try:
+        await audit_refusal(request, svc, event_type, reason=reason)
+    except Exception as exc:  # the refusal itself has been answered already
+        log.warning(
+            "refusal_not_recorded", event_type=event_type, error_type=type(exc).__name__
+        )
 
 
 async def optional_principal(
@@ -114,9 +226,16 @@ async def require_principal(
     return principal
 
 
-async def require_admin(principal: Annotated[Principal, Depends(require_principal)]) -> Principal:
+async def require_admin(
+    principal: Annotated[Principal, Depends(require_principal)],
+    svc: Annotated[Services, Depends(get_services)],
+) -> Principal:
     if "admin" not in principal.user.roles:
         raise AuthError("forbidden")
+    if svc.settings.admin_mfa_required and not principal.user.mfa_enabled:
+        # ADMIN_REQUIRE_MFA: admin powers (block anyone, read every user's security log)
+        # need a second factor, not just a session from an Upwork sign-in.
+        raise AuthError("forbidden", detail="admin_mfa_required")
     return principal
 
 

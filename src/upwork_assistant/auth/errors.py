@@ -82,6 +82,11 @@ REASONS: dict[str, Reason] = {
         400, f"The sign-in waited too long for its code, or had too many wrong codes. {START_AGAIN}"
     ),
     "mfa_already_enabled": Reason(409, "Two-factor sign-in is already on."),
+    "mfa_secret_unreadable": Reason(
+        409,
+        "Your authenticator's secret cannot be read on this server right now. Use one of "
+        "your backup codes instead; the problem is recorded in the security log.",
+    ),
     "mfa_not_enabled": Reason(409, "Two-factor sign-in is not on."),
     "mfa_setup_missing": Reason(
         409, "Start setting up two-factor sign-in first (scan a new QR code)."

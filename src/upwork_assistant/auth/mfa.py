@@ -4,6 +4,12 @@ backup codes (argon2 hashes).
 - The TOTP secret is encrypted at rest with the key ring, like the Upwork tokens.
 - A code is accepted once: the matched time step must be newer than the last one used.
   Clock skew of one step either way is accepted.
+- Race-free on PostgreSQL (READ COMMITTED): every check runs in one transaction that first
+  locks the user's row (SELECT ... FOR NO KEY UPDATE; on SQLite the write transaction's BEGIN
+  IMMEDIATE serialises instead), so failures are counted and the lockout checked under one
+  lock. Spending a code is also a conditional UPDATE (TOTP step newer than the last one,
+  backup code still unused) whose row count decides, so a code is accepted at most once
+  however many requests race.
 - More than ``max_failures`` wrong codes for a user within ``window`` lock MFA for that user
   (a clear message with the time to wait, and an ``mfa.locked`` audit event); a sign-in
   challenge also dies after ``max_failures`` wrong codes.
@@ -22,18 +28,22 @@ from datetime import datetime, timedelta
 
 import pyotp
 import segno
+import structlog
 from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..db.engine import Database
 from ..db.models import MfaBackupCode, MfaChallenge, MfaFailure, User
 from ..db.types import utcnow
 from ..security import audit
 from ..security.audit import RequestMeta
-from ..security.keys import KeyRing, Sealed, constant_time_equal, mac
+from ..security.keys import DecryptionError, KeyRing, Sealed, constant_time_equal, mac
 from .errors import AuthError
+
+log = structlog.get_logger("upwork_assistant.mfa")
 
 #: The issuer an authenticator app shows beside the codes when none is given (the product's
 #: name, APP_NAME, is passed in by services.py).
@@ -137,8 +147,16 @@ class MfaService:
         kind, value = normalise_code(code)
         if kind != "totp":
             raise AuthError("mfa_code_format")
+        codes = await self._confirm_setup(user_id, value, meta)
+        if codes is None:
+            raise AuthError("mfa_invalid_code")
+        return codes
+
+    async def _confirm_setup(self, user_id: str, value: str, meta: RequestMeta) -> list[str] | None:
+        # One transaction under the user's row lock: two confirmations racing cannot both
+        # turn MFA on (the second would replace the backup codes the first one showed).
         async with self._db.write() as db:
-            user = await self._user(db, user_id)
+            user = await self._locked_user(db, user_id)
             if user.mfa_enabled:
                 raise AuthError("mfa_already_enabled")
             secret = self._open(user_id, user.mfa_pending_kid, user.mfa_pending_ct)
@@ -147,11 +165,9 @@ class MfaService:
             await self._raise_if_locked(db, user_id)
             step = _match_totp(secret, value, None)
             if step is None:
+                # Commit the counted failure, then refuse.
                 await self._fail(db, user, None, meta)
-        if step is None:
-            raise AuthError("mfa_invalid_code")
-        async with self._db.write() as db:
-            user = await self._user(db, user_id)
+                return None
             user.mfa_secret_kid, user.mfa_secret_ct = user.mfa_pending_kid, user.mfa_pending_ct
             user.mfa_pending_kid = user.mfa_pending_ct = None
             user.mfa_enabled = True
@@ -162,28 +178,43 @@ class MfaService:
         return codes
 
     async def disable(self, user_id: str, code: str, meta: RequestMeta) -> None:
+        kind, value = normalise_code(code)
+        # Checking the code and turning MFA off in one locked transaction.
         async with self._db.write() as db:
-            user = await self._user(db, user_id)
-            if not user.mfa_enabled:
-                raise AuthError("mfa_not_enabled")
-        await self.verify(user_id, code, meta)
-        async with self._db.write() as db:
-            user = await self._user(db, user_id)
-            user.mfa_enabled = False
-            user.mfa_secret_kid = user.mfa_secret_ct = None
-            user.mfa_pending_kid = user.mfa_pending_ct = None
-            user.mfa_last_step = None
-            user.mfa_enabled_at = None
-            await db.execute(delete(MfaBackupCode).where(MfaBackupCode.user_id == user_id))
-            await audit.record(db, audit.MFA_DISABLED, meta, user_id=user_id)
+            user = await self._locked_user(db, user_id)
+            outcome = await self._check(db, user, kind, value, meta, None)
+            if isinstance(outcome, AuthError):
+                refused = outcome
+            else:
+                refused = None
+                await self._turn_off(db, user, meta)
+        if refused is not None:
+            raise refused
+
+    async def _turn_off(self, db: AsyncSession, user: User, meta: RequestMeta) -> None:
+        user.mfa_enabled = False
+        user.mfa_secret_kid = user.mfa_secret_ct = None
+        user.mfa_pending_kid = user.mfa_pending_ct = None
+        user.mfa_last_step = None
+        user.mfa_enabled_at = None
+        await db.execute(delete(MfaBackupCode).where(MfaBackupCode.user_id == user.id))
+        await audit.record(db, audit.MFA_DISABLED, meta, user_id=user.id)
 
     async def regenerate_backup_codes(
         self, user_id: str, code: str, meta: RequestMeta
     ) -> list[str]:
-        await self.verify(user_id, code, meta)
+        kind, value = normalise_code(code)
         async with self._db.write() as db:
-            codes = await self._replace_backup_codes(db, user_id)
-            await audit.record(db, audit.MFA_BACKUP_CODES_REGENERATED, meta, user_id=user_id)
+            user = await self._locked_user(db, user_id)
+            outcome = await self._check(db, user, kind, value, meta, None)
+            if isinstance(outcome, AuthError):
+                refused, codes = outcome, []
+            else:
+                refused = None
+                codes = await self._replace_backup_codes(db, user_id)
+                await audit.record(db, audit.MFA_BACKUP_CODES_REGENERATED, meta, user_id=user_id)
+        if refused is not None:
+            raise refused
         return codes
 
     async def _replace_backup_codes(self, db: AsyncSession, user_id: str) -> list[str]:
@@ -212,31 +243,68 @@ class MfaService:
         """Check a TOTP or backup code for a user with MFA on. Returns "totp" or "backup";
         raises AuthError (wrong, reused, malformed code) or MfaLocked."""
         kind, value = normalise_code(code)
-        replayed = False
         async with self._db.write() as db:
-            user = await self._user(db, user_id)
-            if not user.mfa_enabled:
-                raise AuthError("mfa_not_enabled")
-            await self._raise_if_locked(db, user_id)
-            if kind == "totp":
-                secret = self._open(user_id, user.mfa_secret_kid, user.mfa_secret_ct) or ""
-                if _match_totp(secret, value, None) is not None:
-                    step = _match_totp(secret, value, user.mfa_last_step)
-                    if step is not None:
-                        user.mfa_last_step = step
-                        return "totp"
-                    # A right code used before: refused and logged, not counted as a guess.
-                    await audit.record(db, audit.MFA_CODE_REUSED, meta, user_id=user_id)
-                    replayed = True
-            elif await self._use_backup_code(db, user_id, value):
-                await audit.record(db, audit.MFA_BACKUP_CODE_USED, meta, user_id=user_id)
-                return "backup"
-            locked = False if replayed else await self._fail(db, user, challenge_id, meta)
-        if replayed:
-            raise AuthError("mfa_code_reused")
-        if locked:
-            raise MfaLocked(int(self.policy.window.total_seconds()))
-        raise AuthError("mfa_invalid_code")
+            user = await self._locked_user(db, user_id)
+            outcome = await self._check(db, user, kind, value, meta, challenge_id)
+        # Raised after the commit: a refusal's counted failure and audit events stay.
+        if isinstance(outcome, AuthError):
+            raise outcome
+        return outcome
+
+    async def _check(
+        self,
+        db: AsyncSession,
+        user: User,
+        kind: str,
+        value: str,
+        meta: RequestMeta,
+        challenge_id: str | None,
+    ) -> str | AuthError:
+        """Check a code in the caller's transaction, which holds the user's row lock.
+        Returns "totp" or "backup" (the code is spent), or the error to raise once the
+        transaction has committed (so that a failure stays counted)."""
+        if not user.mfa_enabled:
+            raise AuthError("mfa_not_enabled")
+        await self._raise_if_locked(db, user.id)
+        if kind == "totp":
+            try:
+                secret = self._open(user.id, user.mfa_secret_kid, user.mfa_secret_ct) or ""
+            except DecryptionError as exc:
+                # A key missing from the ring or a damaged row: a clear answer (backup
+                # codes still work), logged and audited, never a 500.
+                log.error("mfa_secret_unreadable", user_id=user.id, problem=str(exc))
+                await audit.record(db, audit.MFA_SECRET_UNREADABLE, meta, user_id=user.id)
+                return AuthError("mfa_secret_unreadable")
+            if _match_totp(secret, value, None) is not None:
+                step = _match_totp(secret, value, user.mfa_last_step)
+                if step is not None and await self._spend_step(db, user.id, step):
+                    # The UPDATE bypassed the ORM: tell it, so a later change in this
+                    # transaction (turning MFA off) compares against the stored value.
+                    set_committed_value(user, "mfa_last_step", step)
+                    return "totp"
+                # A right code used before: refused and logged, not counted as a guess.
+                await audit.record(db, audit.MFA_CODE_REUSED, meta, user_id=user.id)
+                return AuthError("mfa_code_reused")
+        elif await self._use_backup_code(db, user.id, value):
+            await audit.record(db, audit.MFA_BACKUP_CODE_USED, meta, user_id=user.id)
+            return "backup"
+        if await self._fail(db, user, challenge_id, meta):
+            return MfaLocked(int(self.policy.window.total_seconds()))
+        return AuthError("mfa_invalid_code")
+
+    async def _spend_step(self, db: AsyncSession, user_id: str, step: int) -> bool:
+        """Record ``step`` as used unless it (or a later one) already is. The condition is
+        in the UPDATE itself, so even without the row lock only one request wins a step."""
+        result = await db.execute(
+            update(User)
+            .where(
+                User.id == user_id,
+                or_(User.mfa_last_step.is_(None), User.mfa_last_step < step),
+            )
+            .values(mfa_last_step=step)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
 
     async def _use_backup_code(self, db: AsyncSession, user_id: str, code: str) -> bool:
         rows = (
@@ -255,8 +323,15 @@ class MfaService:
                 await asyncio.to_thread(self._hasher.verify, row.code_hash, code)
             except VerificationError:
                 continue
-            row.used_at = utcnow()
-            return True
+            # Spent only if still unused at this moment: a racing request that matched the
+            # same code gets rowcount 0 and is refused.
+            result = await db.execute(
+                update(MfaBackupCode)
+                .where(MfaBackupCode.id == row.id, MfaBackupCode.used_at.is_(None))
+                .values(used_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
         return False
 
     async def _fail(
@@ -303,6 +378,28 @@ class MfaService:
 
     async def _user(self, db: AsyncSession, user_id: str) -> User:
         user = await db.get(User, user_id)
+        if user is None:
+            raise AuthError("not_authenticated")
+        return user
+
+    async def _locked_user(self, db: AsyncSession, user_id: str) -> User:
+        """The user's row, locked until the transaction ends (FOR NO KEY UPDATE on
+        PostgreSQL; SQLite's BEGIN IMMEDIATE already holds the database's write lock), read
+        as committed now: concurrent MFA checks of one user take turns, so counting failures
+        and checking the lockout cannot interleave.
+
+        NO KEY: a plain FOR UPDATE would also block the KEY SHARE lock that inserting any
+        row referencing the user takes (an audit record holding the audit chain's lock),
+        while this transaction waits for that chain lock to record its own event: a
+        deadlock. The key never changes here, so the weaker lock suffices."""
+        user = (
+            await db.execute(
+                select(User)
+                .where(User.id == user_id)
+                .with_for_update(key_share=True)
+                .execution_options(populate_existing=True)
+            )
+        ).scalar_one_or_none()
         if user is None:
             raise AuthError("not_authenticated")
         return user

@@ -6,18 +6,24 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from starlette.background import BackgroundTask
 
 from ..db.models import User, UserSession
 from ..security import audit
 from ..services import Services
 from ..upwork.errors import upwork_text
 from .deps import (
+    ACCESS_FORBIDDEN,
+    CSRF_REJECTED,
     MetaDep,
     OptionalPrincipalDep,
     PrincipalDep,
     ServicesDep,
+    audit_refusal,
+    audit_refusal_quietly,
     is_browser,
     presented_csrf,
+    same_origin,
     signin_rate_limit,
 )
 from .errors import AuthError
@@ -43,11 +49,31 @@ def user_json(user: User) -> dict[str, Any]:
     }
 
 
+#: Refusals that go to the security log (aggregated per client a minute), by reason code:
+#: every AuthError with one of these codes becomes an answer here, wherever it was raised
+#: (authenticate's CSRF check, require_admin, the admin page, refresh and sign-out).
+AUDITED_REFUSALS = {"csrf_failed": CSRF_REJECTED, "forbidden": ACCESS_FORBIDDEN}
+
+
 def error_response(request: Request, exc: AuthError) -> Response:
     """A browser goes back to the sign-in page with the reason; an API client gets JSON."""
+    response: Response
     if is_browser(request):
-        return RedirectResponse(f"/?error={exc.code}", status_code=303)
-    return JSONResponse({"error": exc.code, "message": exc.message}, status_code=exc.status)
+        response = RedirectResponse(f"/?error={exc.code}", status_code=303)
+    else:
+        response = JSONResponse({"error": exc.code, "message": exc.message}, status_code=exc.status)
+    event = AUDITED_REFUSALS.get(exc.code)
+    if event is not None:
+        # Recorded after the answer has gone: a refusal costs the refused no waiting.
+        response.background = BackgroundTask(
+            audit_refusal_quietly, request, request.app.state.services, event
+        )
+    return response
+
+
+def binding_cookie(svc: Services) -> str:
+    """The session binding cookie's name: beside the refresh cookie (same prefix, path)."""
+    return svc.settings.cookies.refresh.replace("refresh_token", "session_binding")
 
 
 def _private_cookie(svc: Services) -> dict[str, Any]:
@@ -66,6 +92,15 @@ def set_session_cookies(
     response.set_cookie(
         svc.settings.cookies.refresh,
         refresh_token,
+        max_age=session_age,
+        path=REFRESH_PATH,
+        **private,
+    )
+    # Only this browser holds it: within the grace window it tells a racing tab of ours
+    # from someone replaying a copied refresh token (sessions.py).
+    response.set_cookie(
+        binding_cookie(svc),
+        svc.sessions.binding_for(session.id),
         max_age=session_age,
         path=REFRESH_PATH,
         **private,
@@ -107,6 +142,7 @@ def clear_session_cookies(response: Response, svc: Services) -> None:
     private = _private_cookie(svc)
     response.delete_cookie(svc.settings.cookies.access, path="/", **private)
     response.delete_cookie(svc.settings.cookies.refresh, path=REFRESH_PATH, **private)
+    response.delete_cookie(binding_cookie(svc), path=REFRESH_PATH, **private)
     response.delete_cookie(svc.settings.cookies.csrf, path="/", **{**private, "httponly": False})
 
 
@@ -211,34 +247,45 @@ async def me(principal: PrincipalDep) -> dict[str, Any]:
     return user_json(principal.user)
 
 
-@router.post("/api/auth/refresh", tags=["auth"])
+@router.post("/api/auth/refresh", tags=["auth"], dependencies=[Depends(signin_rate_limit)])
 async def refresh(request: Request, svc: ServicesDep, meta: MetaDep) -> Response:
     """Rotate the refresh token (cookie ``refresh_token``) and issue a new access token.
     Needs the session's ``X-CSRF-Token``. A refresh token that was already rotated away
     revokes the whole session (401), except within the short grace window for the same
-    client, which receives the same new pair again."""
+    client (same session, user agent and binding cookie), which receives the same new
+    refresh token again. Rate limited per client IP like the sign-in endpoints."""
     token = request.cookies.get(svc.settings.cookies.refresh)
     if not token:
         raise AuthError("not_authenticated")
     csrf = await presented_csrf(request)
-    async with svc.db.write() as db:
-        outcome = await svc.sessions.refresh(
-            db, token, meta, authorised=lambda session: svc.csrf.valid(session.id, csrf)
-        )
-        if outcome.kind == "reused":
-            assert outcome.session is not None
-            await audit.record(
+    outcome = None
+    # An unknown token is refused on a plain read: a flood of them takes no write
+    # transaction and writes at most one aggregated record per client a minute.
+    if await svc.sessions.known(svc.db, token):
+        async with svc.db.write() as db:
+            outcome = await svc.sessions.refresh(
                 db,
-                audit.SESSION_REFRESH_REUSE,
+                token,
                 meta,
-                user_id=outcome.session.user_id,
-                session_id=outcome.session.id,
+                authorised=lambda session: svc.csrf.valid(session.id, csrf),
+                binding=request.cookies.get(binding_cookie(svc)),
             )
-        elif outcome.kind == "invalid":
-            await audit.record(db, audit.SESSION_REFRESH_REJECTED, meta)
-    if outcome.kind == "forbidden":
+            if outcome.kind == "reused":
+                assert outcome.session is not None
+                await audit.record(
+                    db,
+                    audit.SESSION_REFRESH_REUSE,
+                    meta,
+                    user_id=outcome.session.user_id,
+                    session_id=outcome.session.id,
+                )
+    if outcome is None or outcome.kind == "invalid":
+        await audit_refusal(request, svc, audit.SESSION_REFRESH_REJECTED)
+    elif outcome.kind == "forbidden":
+        assert outcome.session is not None
+        request.state.refusal_user_id = outcome.session.user_id
         raise AuthError("csrf_failed")
-    if outcome.kind in ("rotated", "grace"):
+    if outcome is not None and outcome.kind in ("rotated", "grace"):
         assert outcome.user and outcome.session and outcome.refresh_token
         return signed_in_response(
             svc,
@@ -310,24 +357,47 @@ async def _code_from(request: Request) -> str:
 async def logout(
     request: Request, svc: ServicesDep, meta: MetaDep, principal: OptionalPrincipalDep
 ) -> Response:
-    """Sign out: revoke this session and clear the cookies."""
-    if principal is not None:
+    """Sign out: revoke this session and clear the cookies. The session is the access
+    token's or, once that has expired, the refresh cookie's (sent to /api/auth). A
+    cookie-authenticated sign-out needs the session's CSRF token; one that names no session
+    must come from our own origin, so no other site can sign anybody out."""
+    target: tuple[str, str] | None = None  # (session id, user id)
+    if principal is not None:  # authenticate checked the CSRF token of a cookie request
+        target = principal.session.id, principal.user.id
+    else:
+        token = request.cookies.get(svc.settings.cookies.refresh)
+        session = None
+        if token:
+            async with svc.db.session() as db:
+                session = await svc.sessions.find(db, token)
+        if session is not None:
+            request.state.refusal_user_id = session.user_id
+            if not svc.csrf.valid(session.id, await presented_csrf(request)):
+                raise AuthError("csrf_failed")
+            target = session.id, session.user_id
+        elif not same_origin(request):
+            raise AuthError("csrf_failed")
+    revoked = False
+    if target is not None:
         async with svc.db.write() as db:
-            if await svc.sessions.revoke(db, principal.session.id, principal.user.id, "logout"):
+            revoked = await svc.sessions.revoke(db, target[0], target[1], "logout")
+            if revoked:
                 await audit.record(
                     db,
                     audit.SESSION_REVOKED,
                     meta,
-                    user_id=principal.user.id,
-                    session_id=principal.session.id,
+                    user_id=target[1],
+                    session_id=target[0],
                     reason="logout",
                 )
     response: Response = (
         RedirectResponse("/", status_code=303)
         if is_browser(request)
-        else JSONResponse({"signed_out": principal is not None})
+        else JSONResponse({"signed_out": revoked})
     )
     clear_session_cookies(response, svc)
+    # Browsers also drop every cookie of ours they hold (other paths, older names).
+    response.headers["Clear-Site-Data"] = '"cookies"'
     return response
 
 

@@ -4,13 +4,19 @@ is stored only as a keyed hash.
 Refresh token rotation follows RFC 9700 section 4.14: every refresh gives a new refresh
 token and remembers the old one's hash. Presenting an old one again means it was copied:
 the whole session is revoked. The one exception is a grace window of a few seconds
-(``REFRESH_GRACE_SECONDS``) in which the same client (same session, same user agent)
-racing itself across tabs gets the very pair the first of its requests received.
+(``REFRESH_GRACE_SECONDS``) in which the same client racing itself across tabs gets the
+very refresh token the first of its requests received. "The same client" means the same
+session, user agent and binding cookie (an HttpOnly cookie holding a keyed hash of the
+session id, which a thief holding only the refresh token lacks).
+
+No refresh token is ever stored, not even encrypted: the new token is derived from the old
+one with a key from ``SECRET_KEY`` (HMAC), so a retry that presents the old token can be
+given the same new one again, while a database dump (with or without the key ring) holds
+only hashes.
 """
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +25,8 @@ from functools import lru_cache
 from typing import Literal
 
 import ua_parser
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import ColumnElement, Row, Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,7 +34,7 @@ from ..db.engine import Database
 from ..db.models import RotatedRefreshToken, User, UserSession
 from ..db.types import utcnow
 from ..security.audit import RequestMeta
-from ..security.keys import KeyRing, Sealed, mac
+from ..security.keys import KeyRing, constant_time_equal, mac
 from .tokens import JWTIssuer
 
 #: A session's "last seen" is written at most this often by ordinary requests.
@@ -77,14 +85,61 @@ class SessionService:
         max_days: int = 90,
     ) -> None:
         self._hash_key = hash_key
+        # Independent sub-keys of the hash key: one derives each rotated refresh token from
+        # its predecessor, one makes the binding cookie's value.
+        self._rotation_key = _subkey(hash_key, b"refresh-token-rotation")
+        self._binding_key = _subkey(hash_key, b"session-binding-cookie")
         self.ttl = timedelta(days=ttl_days)
         self.max_age = timedelta(days=max_days)
-        self._keyring = keyring
+        self._keyring = keyring  # no longer used for sessions: nothing reversible is stored
         self._jwt = jwt
         self.grace = timedelta(seconds=grace_seconds)
 
     def hash_refresh_token(self, token: str) -> str:
         return mac(self._hash_key, token)
+
+    def next_refresh_token(self, session_id: str, token: str) -> str:
+        """The token that replaces ``token`` at rotation: a keyed function of it, so a
+        retry with ``token`` within the grace window recomputes the same one instead of
+        reading it back from storage."""
+        return mac(self._rotation_key, f"{session_id}:{token}")
+
+    def binding_for(self, session_id: str) -> str:
+        """The value of the session's binding cookie (HttpOnly, path /api/auth)."""
+        return mac(self._binding_key, f"binding:{session_id}")
+
+    def bound(self, session_id: str, presented: str | None) -> bool:
+        return bool(presented) and constant_time_equal(
+            self.binding_for(session_id), presented or ""
+        )
+
+    async def find(self, db: AsyncSession, refresh_token: str) -> UserSession | None:
+        """The live session a refresh token belongs to (its current token, or one rotated
+        away from it): what sign-out ends once the access token has expired."""
+        token_hash = self.hash_refresh_token(refresh_token)
+        found = await _live(db, UserSession.refresh_token_hash == token_hash)
+        if found is None:
+            rotated = await db.get(RotatedRefreshToken, token_hash)
+            if rotated is not None:
+                found = await _live(db, UserSession.id == rotated.session_id)
+        return found[0] if found is not None else None
+
+    async def known(self, database: Database, refresh_token: str) -> bool:
+        """Whether a refresh token was ever issued for a session still on record, read
+        outside any transaction: unknown tokens are refused without a write transaction
+        (which SQLite serialises)."""
+        token_hash = self.hash_refresh_token(refresh_token)
+        current = await database.read_one(
+            select(UserSession.id).where(UserSession.refresh_token_hash == token_hash)
+        )
+        if current is not None:
+            return True
+        rotated = await database.read_one(
+            select(RotatedRefreshToken.session_id).where(
+                RotatedRefreshToken.token_hash == token_hash
+            )
+        )
+        return rotated is not None
 
     async def create(
         self, db: AsyncSession, user_id: str, meta: RequestMeta
@@ -110,31 +165,35 @@ class SessionService:
         refresh_token: str,
         meta: RequestMeta,
         authorised: Callable[[UserSession], bool],
+        binding: str | None = None,
     ) -> RefreshOutcome:
         """Rotate ``refresh_token``. ``authorised`` checks the request against the session
-        (the CSRF token) before anything changes."""
+        (the CSRF token) before anything changes; ``binding`` is the binding cookie, needed
+        only to be given the same token again within the grace window."""
         old_hash = self.hash_refresh_token(refresh_token)
         found = await _live(db, UserSession.refresh_token_hash == old_hash)
         if found is not None:
             session, user = found
             if not authorised(session):
                 return RefreshOutcome("forbidden", session, user)
-            rotated = await self._rotate(db, session, user, old_hash, meta)
+            rotated = await self._rotate(db, session, user, refresh_token, old_hash, meta)
             if rotated is not None:
                 return rotated
             # Another request rotated this very token a moment ago: see below.
-        return await self._already_rotated(db, old_hash, meta, authorised)
+        return await self._already_rotated(db, refresh_token, old_hash, meta, authorised, binding)
 
     async def _rotate(
-        self, db: AsyncSession, session: UserSession, user: User, old_hash: str, meta: RequestMeta
+        self,
+        db: AsyncSession,
+        session: UserSession,
+        user: User,
+        old_token: str,
+        old_hash: str,
+        meta: RequestMeta,
     ) -> RefreshOutcome | None:
         now = utcnow()
-        new_refresh = secrets.token_urlsafe(32)
+        new_refresh = self.next_refresh_token(session.id, old_token)
         access, _ = self._jwt.issue(user.id, session.id)
-        pair = self._keyring.encrypt(
-            json.dumps({"refresh": new_refresh, "access": access}),
-            aad=f"grace:{session.id}:{old_hash}",
-        )
         # Compare-and-swap: of two requests racing with the same token, one wins.
         result = await db.execute(
             update(UserSession)
@@ -142,8 +201,9 @@ class SessionService:
             .values(
                 refresh_token_hash=self.hash_refresh_token(new_refresh),
                 rotated_at=now,
-                grace_kid=pair.key_id,
-                grace_ct=pair.ciphertext,
+                # Where earlier versions kept the new pair encrypted: never again.
+                grace_kid=None,
+                grace_ct=None,
                 last_seen_at=now,
                 # Idle limit, but never past the absolute limit counted from sign-in.
                 expires_at=min(now + self.ttl, session.created_at + self.max_age),
@@ -159,9 +219,11 @@ class SessionService:
     async def _already_rotated(
         self,
         db: AsyncSession,
+        old_token: str,
         old_hash: str,
         meta: RequestMeta,
         authorised: Callable[[UserSession], bool],
+        binding: str | None,
     ) -> RefreshOutcome:
         rotated = await db.get(RotatedRefreshToken, old_hash)
         if rotated is None:
@@ -173,22 +235,17 @@ class SessionService:
         if not authorised(session):
             return RefreshOutcome("forbidden", session, user)
         now = utcnow()
-        same_client = (meta.user_agent or "")[:512] == (session.user_agent or "")
+        # The same client: same user agent and, above all, the session's binding cookie,
+        # which travels with the refresh cookie in the browser but not with a copied token.
+        same_agent = (meta.user_agent or "")[:512] == (session.user_agent or "")
+        same_client = same_agent and self.bound(session.id, binding)
         latest = session.rotated_at is not None and rotated.rotated_at == session.rotated_at
-        if (
-            latest
-            and same_client
-            and now - rotated.rotated_at <= self.grace
-            and session.grace_kid
-            and session.grace_ct
-        ):
-            pair = json.loads(
-                self._keyring.decrypt(
-                    Sealed(session.grace_kid, session.grace_ct),
-                    aad=f"grace:{session.id}:{old_hash}",
-                )
-            )
-            return RefreshOutcome("grace", session, user, pair["refresh"], pair["access"])
+        if latest and same_client and now - rotated.rotated_at <= self.grace:
+            new_refresh = self.next_refresh_token(session.id, old_token)
+            # Still the session's current token (nothing rotated it further meanwhile).
+            if self.hash_refresh_token(new_refresh) == session.refresh_token_hash:
+                access, _ = self._jwt.issue(user.id, session.id)
+                return RefreshOutcome("grace", session, user, new_refresh, access)
         await self.revoke(db, session.id, user.id, "refresh_reuse")
         return RefreshOutcome("reused", session, user)
 
@@ -280,3 +337,7 @@ def _if_live(row: Row[tuple[UserSession, User]] | None) -> tuple[UserSession, Us
     if session.revoked_at is not None or session.expires_at <= utcnow():
         return None
     return session, user
+
+
+def _subkey(key: bytes, purpose: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(key)

@@ -9,6 +9,12 @@ record includes a digest of its personal fields, so anonymising them keeps the c
 The HMAC key comes from ``SECRET_KEY``: without it nobody can recompute the chain after an
 edit. Signed checkpoints (Ed25519) pin the chain at intervals: retention pruning cuts at a
 checkpoint, and deleting the newest rows shows against the latest checkpoint.
+
+Record version 2 (``"v": 2`` inside the chained record) also chains the row's id, and an
+anonymisation is itself a chained ``audit.anonymised`` record naming the ids it stripped and
+carrying the ``anonymised_at`` it stamped on them; so no column of a row can change unseen.
+Version 1 records (written before) still verify: the two record layouts can never produce
+the same HMAC input, so a version 2 row cannot pass as version 1.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ MFA_DISABLED = "mfa.disabled"
 MFA_FAILED = "mfa.failed"
 MFA_LOCKED = "mfa.locked"
 MFA_CODE_REUSED = "mfa.code_reused"
+MFA_SECRET_UNREADABLE = "mfa.secret_unreadable"  # noqa: S105 - an event name
 MFA_BACKUP_CODE_USED = "mfa.backup_code_used"
 MFA_BACKUP_CODES_REGENERATED = "mfa.backup_codes_regenerated"
 UPWORK_REFRESH_FAILED = "upwork.refresh_failed"
@@ -65,6 +72,10 @@ USER_BLOCKED = "user.blocked"
 USER_UNBLOCKED = "user.unblocked"
 USER_ROLE_CHANGED = "user.role_changed"
 KEY_ROTATION = "keys.rotated"
+AUDIT_ANONYMISED = "audit.anonymised"
+
+#: Layout of the chained record written now (see :func:`chain_hash`).
+CHAIN_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -85,15 +96,21 @@ def pii_digest(event: AuditEvent) -> str:
     return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
 
 
-def chain_hash(key: bytes, prev_hash: str, event: AuditEvent, digest: str) -> str:
+def chain_hash(
+    key: bytes, prev_hash: str, event: AuditEvent, digest: str, version: int = CHAIN_VERSION
+) -> str:
+    fields: dict[str, Any] = {
+        "prev": prev_hash,
+        "time": event.created_at.isoformat(),
+        "type": event.event_type,
+        "details": event.details,
+        "pii": digest,
+    }
+    if version >= 2:
+        # The version marker keeps the layouts apart: a v2 HMAC input never equals a v1 one.
+        fields.update(v=2, id=event.id)
     record = json.dumps(
-        {
-            "prev": prev_hash,
-            "time": event.created_at.isoformat(),
-            "type": event.event_type,
-            "details": event.details,
-            "pii": digest,
-        },
+        fields,
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
@@ -144,15 +161,46 @@ async def record(
     return event
 
 
+def _id_ranges(ids: list[int]) -> list[list[int]]:
+    """Sorted ids as ``[first, last]`` runs: a user's records often come in runs."""
+    ranges: list[list[int]] = []
+    for i in sorted(ids):
+        if ranges and ranges[-1][1] == i - 1:
+            ranges[-1][1] = i
+        else:
+            ranges.append([i, i])
+    return ranges
+
+
 async def anonymise_user(db: AsyncSession, user_id: str) -> int:
-    """Strip a deleted user's personal fields from their records; the chain stays valid."""
-    result = await db.execute(
-        update(AuditEvent)
-        .where(AuditEvent.user_id == user_id)
-        .values(user_id=None, session_id=None, ip=None, user_agent=None, anonymised_at=utcnow())
-        .execution_options(synchronize_session=False)
+    """Strip a deleted user's personal fields from their records; the chain stays valid.
+
+    The anonymisation is recorded as a chained ``audit.anonymised`` record that names the
+    stripped ids, so verification can tell an anonymisation from someone blanking (or
+    rewriting) the who/where fields of arbitrary rows."""
+    # Take the chain's lock first: no record of this user can slip in between listing the
+    # ids and stamping them.
+    await db.execute(select(AuditChainHead).where(AuditChainHead.id == 1).with_for_update())
+    ids = list(
+        (await db.execute(select(AuditEvent.id).where(AuditEvent.user_id == user_id))).scalars()
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    if not ids:
+        return 0
+    marker = await record(db, AUDIT_ANONYMISED, None, records=_id_ranges(ids))
+    for start in range(0, len(ids), 500):  # stay under SQLite's bound-parameter limit
+        await db.execute(
+            update(AuditEvent)
+            .where(AuditEvent.id.in_(ids[start : start + 500]))
+            .values(
+                user_id=None,
+                session_id=None,
+                ip=None,
+                user_agent=None,
+                anonymised_at=marker.created_at,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    return len(ids)
 
 
 # ----- checkpoints, retention, verification ------------------------------------------------
@@ -200,6 +248,7 @@ class VerifyReport:
     records: int = 0
     checkpoints: int = 0
     unchained: int = 0  # records written before tamper evidence existed
+    legacy: int = 0  # version 1 records (id and anonymisation not yet chained)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -223,6 +272,19 @@ async def verify(
             report.problems.append(f"checkpoint {cp.id} has an invalid signature")
     report.checkpoints = len(checkpoints)
     by_event = {cp.event_id: cp for cp in checkpoints}
+    # Which ids each chained anonymisation stripped, and when. The markers themselves are
+    # checked like any record when the walk reaches them; a forged one fails there.
+    anonymised_by: dict[int, AuditEvent] = {}
+    for marker in (
+        await db.execute(select(AuditEvent).where(AuditEvent.event_type == AUDIT_ANONYMISED))
+    ).scalars():
+        ranges = marker.details.get("records") if isinstance(marker.details, dict) else None
+        try:
+            for first, last in ranges or []:
+                for i in range(int(first), int(last) + 1):
+                    anonymised_by[i] = marker
+        except (TypeError, ValueError):
+            report.problems.append(f"record {marker.id}: malformed anonymisation record")
 
     expected_prev: str | None = None
     last_id = 0
@@ -258,10 +320,40 @@ async def verify(
                     f"inserted (chain broken after record {last_id})"
                 )
             digest = event.pii_digest
-            if event.anonymised_at is None and pii_digest(event) != digest:
-                report.problems.append(f"record {event.id}: who/where fields were edited")
+            version = CHAIN_VERSION
             if chain_hash(key, event.prev_hash, event, digest) != event.chain_hash:
-                report.problems.append(f"record {event.id}: edited or forged")
+                if chain_hash(key, event.prev_hash, event, digest, 1) == event.chain_hash:
+                    version = 1
+                    report.legacy += 1
+                else:
+                    report.problems.append(f"record {event.id}: edited or forged")
+            marker = anonymised_by.get(event.id)
+            who = (event.user_id, event.session_id, event.ip, event.user_agent)
+            if event.anonymised_at is None:
+                if marker is not None:
+                    report.problems.append(
+                        f"record {event.id}: anonymised by record {marker.id} but its "
+                        "anonymisation was undone"
+                    )
+                elif pii_digest(event) != digest:
+                    report.problems.append(f"record {event.id}: who/where fields were edited")
+            else:
+                if any(value is not None for value in who):
+                    report.problems.append(
+                        f"record {event.id}: who/where fields were edited (anonymised record)"
+                    )
+                if marker is not None:
+                    if event.anonymised_at != marker.created_at:
+                        report.problems.append(
+                            f"record {event.id}: anonymisation time differs from record {marker.id}"
+                        )
+                elif version >= 2:
+                    # Version 1 rows anonymised before anonymisations were chained cannot
+                    # be told apart from ones blanked later; version 2 rows always can.
+                    report.problems.append(
+                        f"record {event.id}: marked anonymised, but no chained "
+                        "anonymisation covers it"
+                    )
             cp = by_event.get(event.id)
             if cp is not None and cp.chain_hash != event.chain_hash:
                 report.problems.append(f"record {event.id}: does not match checkpoint {cp.id}")

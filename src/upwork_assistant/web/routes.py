@@ -10,8 +10,20 @@ from typing import Any
 from fastapi import APIRouter, BackgroundTasks, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from ..auth.account_routes import delete_account_of, revoke_other_sessions, revoke_session
-from ..auth.deps import AdminDep, MetaDep, OptionalPrincipalDep, PrincipalDep, ServicesDep
+from ..auth.account_routes import (
+    delete_account_of,
+    end_other_sessions_after_mfa_change,
+    revoke_other_sessions,
+    revoke_session,
+)
+from ..auth.deps import (
+    AdminDep,
+    MetaDep,
+    OptionalPrincipalDep,
+    PrincipalDep,
+    ServicesDep,
+    same_origin,
+)
 from ..auth.errors import REASONS, AuthError, reason
 from ..auth.routes import clear_session_cookies, safe_next
 from ..auth.sessions import user_agent_parts
@@ -36,8 +48,17 @@ router = APIRouter(include_in_schema=False)
 #: Messages of the pages' own outcomes (``?notice=``), translated where shown.
 NOTICES = {
     "mfa_disabled": N_("Two-factor sign-in is off."),
+    "mfa_disabled_others_revoked": N_(
+        "Two-factor sign-in is off, and your other sessions are signed out."
+    ),
     "mfa_enabled": N_("Two-factor sign-in is on."),
+    "mfa_enabled_others_revoked": N_(
+        "Two-factor sign-in is on, and your other sessions are signed out."
+    ),
     "backup_codes_regenerated": N_("New backup codes: the old ones no longer work."),
+    "backup_codes_regenerated_others_revoked": N_(
+        "New backup codes: the old ones no longer work, and your other sessions are signed out."
+    ),
     "session_revoked": N_("That session is signed out."),
     "others_revoked": N_("All your other sessions are signed out."),
     "synced": N_("Your profile is up to date with Upwork."),
@@ -57,6 +78,9 @@ PAGE_ERRORS = {
     ),
     "upwork_api_error": N_("Upwork answered with an error. Please try again in a few minutes."),
     "account_gone": N_("This account no longer exists."),
+    "admin_mfa_required": N_(
+        "The admin pages need two-factor sign-in: turn it on here first, then open them again."
+    ),
     "confirm_required": N_("Tick the box to confirm that you want to delete your account."),
     "invalid_request": N_("Some of what was sent could not be used. Please try again."),
 }
@@ -78,6 +102,8 @@ EVENT_LABELS = {
     audit.MFA_FAILED: N_("Wrong two-factor code"),
     audit.MFA_LOCKED: N_("Two-factor sign-in locked after wrong codes"),
     audit.MFA_CODE_REUSED: N_("Two-factor code used twice"),
+    audit.MFA_SECRET_UNREADABLE: N_("Two-factor secret could not be read"),
+    audit.AUDIT_ANONYMISED: N_("Records of a deleted account anonymised"),
     audit.MFA_BACKUP_CODE_USED: N_("Backup code used"),
     audit.MFA_BACKUP_CODES_REGENERATED: N_("New backup codes made"),
     audit.UPWORK_REFRESH_FAILED: N_("Upwork access renewal failed"),
@@ -126,16 +152,6 @@ def _events(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------ preferences
 
 
-def _same_site(request: Request) -> bool:
-    """Refuses a cross-site form post (the preference cookies are not secret, but another
-    site has no business changing them)."""
-    site = request.headers.get("sec-fetch-site")
-    if site is not None:
-        return site in {"same-origin", "none"}
-    origin = request.headers.get("origin")
-    return origin is None or origin == f"{request.url.scheme}://{request.url.netloc}"
-
-
 @router.post("/preferences")
 async def set_preferences(
     request: Request,
@@ -146,7 +162,7 @@ async def set_preferences(
 ) -> Response:
     """Language and theme: remembered in cookies for a year. Works without JavaScript;
     the page's script changes the theme in place."""
-    if not _same_site(request):
+    if not same_origin(request):
         raise AuthError("forbidden")
     response = _redirect(safe_next(next) or "/")
     options: dict[str, Any] = {
@@ -313,15 +329,18 @@ async def security_mfa_verify(
     principal: PrincipalDep,
     meta: MetaDep,
     code: str = Form(max_length=64),
+    revoke_other_sessions: bool = Form(False),
 ) -> Response:
     try:
         codes = await svc.mfa.confirm_setup(principal.user.id, code, meta)
     except AuthError as exc:
         return _back(exc)
     principal.user.mfa_enabled = True
-    return await _security_page(
-        request, svc, principal, backup_codes=codes, notice=NOTICES["mfa_enabled"]
-    )
+    notice = NOTICES["mfa_enabled"]
+    if revoke_other_sessions:
+        await end_other_sessions_after_mfa_change(svc, principal, meta, "enabled")
+        notice = NOTICES["mfa_enabled_others_revoked"]
+    return await _security_page(request, svc, principal, backup_codes=codes, notice=notice)
 
 
 @router.post("/security/mfa/backup-codes", response_class=HTMLResponse)
@@ -331,24 +350,34 @@ async def security_mfa_backup_codes(
     principal: PrincipalDep,
     meta: MetaDep,
     code: str = Form(max_length=64),
+    revoke_other_sessions: bool = Form(False),
 ) -> Response:
     try:
         codes = await svc.mfa.regenerate_backup_codes(principal.user.id, code, meta)
     except AuthError as exc:
         return _back(exc)
-    return await _security_page(
-        request, svc, principal, backup_codes=codes, notice=NOTICES["backup_codes_regenerated"]
-    )
+    notice = NOTICES["backup_codes_regenerated"]
+    if revoke_other_sessions:
+        await end_other_sessions_after_mfa_change(svc, principal, meta, "backup_codes")
+        notice = NOTICES["backup_codes_regenerated_others_revoked"]
+    return await _security_page(request, svc, principal, backup_codes=codes, notice=notice)
 
 
 @router.post("/security/mfa/disable")
 async def security_mfa_disable(
-    svc: ServicesDep, principal: PrincipalDep, meta: MetaDep, code: str = Form(max_length=64)
+    svc: ServicesDep,
+    principal: PrincipalDep,
+    meta: MetaDep,
+    code: str = Form(max_length=64),
+    revoke_other_sessions: bool = Form(False),
 ) -> Response:
     try:
         await svc.mfa.disable(principal.user.id, code, meta)
     except AuthError as exc:
         return _back(exc)
+    if revoke_other_sessions:
+        await end_other_sessions_after_mfa_change(svc, principal, meta, "disabled")
+        return _redirect("/security?notice=mfa_disabled_others_revoked")
     return _redirect("/security?notice=mfa_disabled")
 
 
@@ -445,6 +474,10 @@ async def admin_page(
         return _redirect("/")
     if "admin" not in principal.user.roles:
         raise AuthError("forbidden")
+    if svc.settings.admin_mfa_required and not principal.user.mfa_enabled:
+        # ADMIN_REQUIRE_MFA, as require_admin enforces on the admin API and forms; the page
+        # sends the admin to where MFA is turned on rather than to a bare 403.
+        return _back("admin_mfa_required")
     users = await search_users(svc, (q or "")[:200] or None, 100, 0)
     event_type = type if type in EVENT_LABELS else None
     before_id = int(before) if before and before.isdigit() and len(before) < 19 else None
