@@ -122,7 +122,6 @@ class Services:
             sessions=SessionService(
                 keys.token_hash,
                 s.session_ttl_days,
-                keyring,
                 jwt,
                 s.refresh_grace_seconds,
                 s.session_max_days,

@@ -34,7 +34,7 @@ from ..db.engine import Database
 from ..db.models import RotatedRefreshToken, User, UserSession
 from ..db.types import utcnow
 from ..security.audit import RequestMeta
-from ..security.keys import KeyRing, constant_time_equal, mac
+from ..security.keys import constant_time_equal, mac
 from .tokens import JWTIssuer
 
 #: A session's "last seen" is written at most this often by ordinary requests.
@@ -79,7 +79,6 @@ class SessionService:
         self,
         hash_key: bytes,
         ttl_days: int,
-        keyring: KeyRing,
         jwt: JWTIssuer,
         grace_seconds: float,
         max_days: int = 90,
@@ -91,7 +90,6 @@ class SessionService:
         self._binding_key = _subkey(hash_key, b"session-binding-cookie")
         self.ttl = timedelta(days=ttl_days)
         self.max_age = timedelta(days=max_days)
-        self._keyring = keyring  # no longer used for sessions: nothing reversible is stored
         self._jwt = jwt
         self.grace = timedelta(seconds=grace_seconds)
 

@@ -208,9 +208,6 @@ class GateState:
     day: str
     day_count: int
 
-    def blocked_for(self, now: float | None = None) -> float:
-        return max(0.0, self.blocked_until - (time.time() if now is None else now))
-
 
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after")

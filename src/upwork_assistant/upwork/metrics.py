@@ -40,7 +40,8 @@ REFRESHES = Counter(
 )
 BACKOFF_UNTIL = Gauge(
     "upwork_backoff_until_timestamp_seconds",
-    "Unix time until which calls to Upwork are held back after a 429 (0: not blocked).",
+    "Unix time until which calls to Upwork are held back after the last 429 (a time in "
+    "the past, or 0 before any 429: not blocked).",
     multiprocess_mode="max",
 )
 BACKOFFS = Counter(
