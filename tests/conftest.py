@@ -46,6 +46,7 @@ SANDBOX_USERS = {
     "olena": "1717171717171717002",
     "noemail": "1717171717171717003",
     "html": "1717171717171717004",
+    "client": "1717171717171717005",  # a client's account: no freelancer profile
 }
 
 

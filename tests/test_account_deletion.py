@@ -12,6 +12,8 @@ from .upwork_helpers import JSON, csrf_headers, sign_in
 def test_delete_account_removes_everything_and_anonymises_the_log(running: RunningApp) -> None:
     browser, user_id = sign_in(running, SANDBOX_USERS["olena"])
     other, other_id = sign_in(running, SANDBOX_USERS["alex"])
+    # Her freelancer profile (Ukrainian overview and all) is held until the account goes.
+    assert count(running.db_path, "freelancer_profiles") == 2
     no_csrf = browser.client.delete("/api/account", headers=JSON)
     assert no_csrf.status_code == 403
     r = browser.client.delete("/api/account", headers=csrf_headers(browser))
@@ -23,6 +25,7 @@ def test_delete_account_removes_everything_and_anonymises_the_log(running: Runni
         ("upwork_connections", "user_id"),
         ("sessions", "user_id"),
         ("profile_syncs", "user_id"),
+        ("freelancer_profiles", "user_id"),
     ):
         assert rows(
             running.db_path,

@@ -73,7 +73,14 @@ def test_security_headers(running: RunningApp) -> None:
         "default-src": ["'self'"],
         "script-src": ["'self'"],
         "style-src": ["'self'"],
-        "img-src": ["'self'", "data:"],
+        # Portraits: Upwork's image hosts, and the sandbox that serves its users' portraits.
+        "img-src": [
+            "'self'",
+            "data:",
+            "https://www.upwork.com",
+            "https://odesk-prod-portraits.s3.amazonaws.com",
+            upwork_origin,
+        ],
         "object-src": ["'none'"],
         "base-uri": ["'none'"],
         "frame-ancestors": ["'none'"],

@@ -19,7 +19,7 @@ import pyotp
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from .conftest import SANDBOX_USERS, RunningApp
+from .conftest import SANDBOX_USERS, AppFactory, RunningApp
 from .helpers import count
 from .test_security_log import cli
 
@@ -244,6 +244,82 @@ def test_phone_layout(chromium: Browser, running: RunningApp, axe_source: str) -
     ]  # the /nowhere page itself
 
 
+def test_freelancer_profile_in_both_themes_and_on_a_phone(
+    chromium: Browser, app_factory: AppFactory, axe_source: str
+) -> None:
+    app = app_factory(sandbox_scopes="all")
+    for scheme in ("light", "dark"):
+        page = new_page(chromium, color_scheme=scheme)
+        sign_in(page, app, SANDBOX_USERS["alex"])
+        wait_dashboard(page)
+        assert page.get_attribute("[data-field=freelancer-state]", "data-state") == "present"
+        assert page.inner_text("[data-field=freelancer-rate]") == "$65.00 / hr"
+        assert page.is_visible("[data-field=freelancer-jss]")
+        assert len(page.query_selector_all("[data-field=freelancer-skills] li")) == 10
+        # The photo loads (the page's CSP allows the sandbox's portraits) and is round.
+        photo = page.wait_for_selector("img.portrait")
+        assert photo and page.evaluate("img => img.complete && img.naturalWidth > 0", photo), (
+            "portrait did not load"
+        )
+        assert (
+            page.evaluate("getComputedStyle(document.querySelector('img.portrait')).borderRadius")
+            == "50%"
+        )
+        overview = page.inner_text("[data-field=freelancer-overview]")
+        assert "What I do best:\n- FastAPI" in overview  # line breaks shown
+        check_accessibility(page, axe_source, f"dashboard with a profile ({scheme})")
+        shot(page, f"dashboard-profile-{scheme}")
+        assert page.console_errors == []  # type: ignore[attr-defined]
+        page.context.close()
+
+    phone = new_page(
+        chromium,
+        viewport=PHONE,
+        user_agent=IPHONE_UA,
+        is_mobile=True,
+        has_touch=True,
+        color_scheme="dark",
+        locale="uk-UA",
+    )
+    sign_in(phone, app, SANDBOX_USERS["alex"])
+    wait_dashboard(phone)
+    assert phone.get_attribute("html", "lang") == "uk"
+    no_horizontal_scroll(phone, "dashboard with a profile")
+    check_accessibility(phone, axe_source, "dashboard with a profile on a phone (uk, dark)")
+    shot(phone, "phone-dashboard-profile")
+
+
+def test_a_markup_overview_is_shown_as_text(
+    chromium: Browser, app_factory: AppFactory, axe_source: str
+) -> None:
+    app = app_factory(sandbox_scopes="all")
+    phone = new_page(chromium, viewport=PHONE, user_agent=IPHONE_UA, is_mobile=True, has_touch=True)
+    dialogs: list[str] = []
+    phone.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    sign_in(phone, app, SANDBOX_USERS["html"])
+    wait_dashboard(phone)
+    overview = phone.inner_text("[data-field=freelancer-overview]")
+    assert "<script>alert(1)</script>" in overview and "<img src=x onerror=alert(1)>" in overview
+    assert len(overview) > 4000
+    inside = phone.evaluate(
+        "() => document.querySelector('[data-field=freelancer-overview]').children.length"
+    )
+    assert inside == 0  # nothing but text
+    assert phone.evaluate("document.querySelectorAll('script').length") == 1  # app.js only
+    assert (
+        phone.evaluate(
+            "document.querySelectorAll('img:not(.portrait):not([src^=\"/static/\"])').length"
+        )
+        == 0
+    )
+    assert phone.evaluate("document.querySelectorAll('iframe, style').length") == 0
+    assert "<b>HTML</b>" in phone.inner_text("[data-field=freelancer-skills]")
+    no_horizontal_scroll(phone, "dashboard with a 5,000-character overview")
+    check_accessibility(phone, axe_source, "dashboard with a markup overview on a phone")
+    shot(phone, "phone-dashboard-markup-overview")
+    assert dialogs == []
+
+
 def test_sync_now_shows_progress(chromium: Browser, running: RunningApp) -> None:
     page = new_page(chromium)
     sign_in(page, running, SANDBOX_USERS["alex"])
@@ -367,30 +443,33 @@ def test_account_deletion(chromium: Browser, running: RunningApp, axe_source: st
 
 
 SCREENSHOTS = [
-    # (file name, language, theme, viewport, page)
-    ("signin-en-light-desktop", "en-US", "light", DESKTOP, "/"),
-    ("dashboard-en-light-desktop", "en-US", "light", DESKTOP, "/"),
-    ("dashboard-uk-dark-desktop", "uk-UA", "dark", DESKTOP, "/"),
-    ("security-en-dark-desktop", "en-US", "dark", DESKTOP, "/security"),
-    ("signin-uk-light-phone", "uk-UA", "light", PHONE, "/"),
-    ("dashboard-uk-dark-phone", "uk-UA", "dark", PHONE, "/"),
-    ("admin-en-light-desktop", "en-US", "light", DESKTOP, "/admin"),
+    # (file name, language, theme, viewport, page, sandbox user)
+    ("signin-en-light-desktop", "en-US", "light", DESKTOP, "/", None),
+    ("dashboard-en-light-desktop", "en-US", "light", DESKTOP, "/", "alex"),
+    ("dashboard-uk-dark-desktop", "uk-UA", "dark", DESKTOP, "/", "olena"),
+    ("security-en-dark-desktop", "en-US", "dark", DESKTOP, "/security", "olena"),
+    ("signin-uk-light-phone", "uk-UA", "light", PHONE, "/", None),
+    ("dashboard-uk-dark-phone", "uk-UA", "dark", PHONE, "/", "olena"),
+    ("dashboard-en-light-phone", "en-US", "light", PHONE, "/", "alex"),
+    ("admin-en-light-desktop", "en-US", "light", DESKTOP, "/admin", "olena"),
 ]
 
 
-def test_screenshot_set(chromium: Browser, running: RunningApp) -> None:
-    """The committed set under docs/screenshots (with SCREENSHOTS_DIR set; else artifacts)."""
+def test_screenshot_set(chromium: Browser, app_factory: AppFactory) -> None:
+    """The committed set under docs/screenshots (with SCREENSHOTS_DIR set; else artifacts),
+    with a key that grants the whole freelancer profile."""
+    running = app_factory(sandbox_scopes="all")
     target = Path(os.environ.get("SCREENSHOTS_DIR") or ARTIFACTS / "set")
     target.mkdir(parents=True, exist_ok=True)
-    signed_in = False
-    for name, locale, scheme, viewport, path in SCREENSHOTS:
+    promoted = False
+    for name, locale, scheme, viewport, path, user in SCREENSHOTS:
         page = new_page(chromium, locale=locale, color_scheme=scheme, viewport=viewport)
-        if not name.startswith("signin"):
-            sign_in(page, running, SANDBOX_USERS["olena"])
+        if user is not None:
+            sign_in(page, running, SANDBOX_USERS[user])
             wait_dashboard(page)
-            if not signed_in:
+            if user == "olena" and not promoted:
                 assert cli(running, "users", "promote", SANDBOX_USERS["olena"]).returncode == 0
-                signed_in = True
+                promoted = True
         page.goto(running.url + path)
         page.screenshot(path=str(target / f"{name}.png"), full_page=True)
         page.context.close()

@@ -144,16 +144,16 @@ def test_dashboard_shows_profile_connection_sync_and_events(running: RunningApp)
     r = browser.post("/profile/sync", data={"csrf_token": form(browser, browser.get("/"))})
     assert r.status_code == 303 and r.headers["location"] == "/?notice=synced"
     assert "Your profile is up to date with Upwork." in text(browser.get(r.headers["location"]))
-    assert rows(
-        running.db_path, "SELECT count(*) FROM profile_syncs WHERE trigger='manual'"
-    ) == [(1,)]
+    assert rows(running.db_path, "SELECT count(*) FROM profile_syncs WHERE trigger='manual'") == [
+        (1,)
+    ]
 
     # Without the CSRF token nothing happens.
     forged = browser.post("/profile/sync", data={})
     assert forged.status_code == 303 and "error=csrf_failed" in forged.headers["location"]
-    assert rows(
-        running.db_path, "SELECT count(*) FROM profile_syncs WHERE trigger='manual'"
-    ) == [(1,)]
+    assert rows(running.db_path, "SELECT count(*) FROM profile_syncs WHERE trigger='manual'") == [
+        (1,)
+    ]
 
 
 def test_sync_now_when_upwork_access_is_gone(running: RunningApp) -> None:
@@ -173,9 +173,11 @@ def test_sync_now_rate_limit_is_a_message(app_factory: AppFactory) -> None:
     app = app_factory(profile_sync_rate_limit="1/minute")
     browser, _ = sign_in(app, SANDBOX_USERS["alex"])
     token = form(browser, browser.get("/"))
-    assert browser.post("/profile/sync", data={"csrf_token": token}).headers[
-        "location"
-    ].endswith("notice=synced")
+    assert (
+        browser.post("/profile/sync", data={"csrf_token": token})
+        .headers["location"]
+        .endswith("notice=synced")
+    )
     again = browser.post("/profile/sync", data={"csrf_token": token})
     assert again.headers["location"] == "/?error=sync_rate_limited"
     assert "Please wait a minute" in text(browser.get(again.headers["location"]))
@@ -309,3 +311,119 @@ def test_pages_send_no_inline_script_or_style(running: RunningApp) -> None:
         )
         assert " style=" not in page.text and "<style" not in page.text
         assert "onclick" not in page.text.lower()
+
+
+# ----- the freelancer profile on the dashboard ------------------------------------------
+
+PROFILE_USERS = {
+    "sam": "1717171717171717003",  # Sam Private: hides earnings and Job Success Score
+    "client": "1717171717171717005",  # Chris Hale: a client's account, no freelancer profile
+}
+
+
+def field(page: str, name: str) -> str | None:
+    """The markup inside the first element with ``data-field=name`` (None: no such element)."""
+    match = re.search(rf'<(\w+)[^>]*data-field="{name}"[^>]*>(.*?)</\1>', page, re.S)
+    return match.group(2) if match else None
+
+
+def dashboard(app: RunningApp, upwork_id: str, **headers: str) -> str:
+    browser, _ = sign_in(app, upwork_id)
+    page = browser.get("/", headers=headers)
+    assert page.status_code == 200, page.text
+    return page.text
+
+
+@pytest.fixture
+def scoped(app_factory: AppFactory) -> RunningApp:
+    """A key with every scope, the Freelancer Profile permission among them."""
+    return app_factory(sandbox_scopes="all")
+
+
+def test_dashboard_shows_the_freelancer_profile(scoped: RunningApp) -> None:
+    page = dashboard(scoped, SANDBOX_USERS["alex"])
+    assert 'data-state="present"' in page
+    assert field(page, "freelancer-title") == "Full-stack Python developer (FastAPI, PostgreSQL)"
+    assert html.unescape(field(page, "freelancer-rate") or "") == "$65.00 / hr"
+    skills = field(page, "freelancer-skills") or ""
+    assert re.findall(r"<li>([^<]+)</li>", skills)[:3] == ["Python", "FastAPI", "PostgreSQL"]
+    overview = html.unescape(field(page, "freelancer-overview") or "")
+    assert overview.startswith("Hi, I'm Alex.")
+    assert "What I do best:\n- FastAPI and Django services" in overview  # line breaks kept
+    assert "<br" not in (field(page, "freelancer-overview") or "")
+    assert field(page, "freelancer-jss") == "98% Job Success"
+    assert field(page, "freelancer-badge") == "Top Rated"
+    assert html.unescape(field(page, "freelancer-earnings") or "").startswith("$48,250")
+    assert field(page, "freelancer-hours") == "3,412.5"
+    assert field(page, "freelancer-jobs") == "58"
+    assert "Lisbon, Portugal" in (field(page, "freelancer-location") or "")
+    local = field(page, "freelancer-local-time") or ""
+    assert re.fullmatch(r"\d{1,2}:\d{2}\s(AM|PM) local time \(Europe/Lisbon\)", local), local
+    assert "English, Spanish" in (field(page, "freelancer-languages") or "")
+    assert "Tidewater Analytics" in (field(page, "freelancer-employment") or "")
+    assert "Universidade de Lisboa" in (field(page, "freelancer-education") or "")
+    link = re.search(r'<a [^>]*data-field="freelancer-link"[^>]*>', page)
+    assert link and 'rel="noopener noreferrer"' in link.group(0)
+    assert re.search(r'<img class="portrait" src="[^"]+" width="96" height="96" alt="', page)
+    assert "Kept for 24 hours, as Upwork" in html.unescape(page)
+    assert 'data-field="freelancer-unavailable"' not in page
+
+    # In Ukrainian: the labels, the badge, plurals and the country's name.
+    uk = html.unescape(dashboard(scoped, SANDBOX_USERS["alex"], **UK))
+    assert "Успішність робіт 98%" in uk and ">Top Rated<" in uk
+    assert "Lisbon, Португалія" in uk and "Англійська, Іспанська" in uk
+    assert "Навички" in uk and "Переглянути на Upwork" in uk and "$65.00 / год" in uk
+    assert re.search(r"58</span>\s*робіт", uk) and "3\xa0412,5" in uk  # plural, number
+
+
+def test_hidden_earnings_and_job_success_score_are_not_on_the_page(scoped: RunningApp) -> None:
+    page = dashboard(scoped, PROFILE_USERS["sam"])
+    assert 'data-state="present"' in page
+    assert field(page, "freelancer-title") == "Bookkeeping and QuickBooks clean-up"
+    assert field(page, "freelancer-jss") is None and field(page, "freelancer-earnings") is None
+    assert "Job Success" not in page and "21,900" not in page and "21900" not in page
+    assert "87%" not in page
+
+
+def test_a_key_without_the_freelancer_profile_permission(app_factory: AppFactory) -> None:
+    running = app_factory(sandbox_scopes="common-entities")  # a fresh key's scopes
+    page = html.unescape(dashboard(running, SANDBOX_USERS["alex"]))
+    assert 'data-state="not_granted"' in page
+    assert (
+        "This installation's Upwork key does not include the Freelancer Profile permission, "
+        "so your Upwork profile cannot be shown." in page
+    )
+    assert 'data-field="freelancer-title"' not in page
+    uk = html.unescape(dashboard(running, SANDBOX_USERS["alex"], **UK))
+    assert "не містить дозволу Freelancer Profile" in uk
+
+
+def test_a_client_account_has_no_freelancer_profile(scoped: RunningApp) -> None:
+    page = html.unescape(dashboard(scoped, PROFILE_USERS["client"]))
+    assert 'data-state="none"' in page
+    note = re.search(r'<p class="info" data-field="freelancer-note">([^<]+)</p>', page)
+    assert note and "has no freelancer profile" in note.group(1)
+    assert 'class="alert"' not in page and "freelancer-title" not in page
+
+
+def test_the_overview_is_text_not_markup(scoped: RunningApp) -> None:
+    page = dashboard(scoped, SANDBOX_USERS["html"])
+    overview = field(page, "freelancer-overview") or ""
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in overview
+    assert "&lt;img src=x onerror=alert(1)&gt;" in overview
+    assert "<script>alert" not in page and "<img src=x" not in page and "<iframe" not in page
+    assert "&lt;b&gt;HTML&lt;/b&gt;" in (field(page, "freelancer-skills") or "")
+    assert "&lt;script&gt;" in (field(page, "freelancer-title") or "")
+    assert field(page, "freelancer-badge") == "Rising Talent"
+    assert field(page, "freelancer-jss") is None  # no score yet
+
+
+def test_parts_the_key_refuses_are_named(app_factory: AppFactory) -> None:
+    running = app_factory(sandbox_scopes="common-entities,freelancer-profile")
+    page = html.unescape(dashboard(running, SANDBOX_USERS["alex"]))
+    assert 'data-state="present"' in page
+    assert 'data-field="freelancer-title"' in page
+    line = re.search(r'<p class="notice" data-field="freelancer-unavailable">([^<]+)</p>', page)
+    assert line and line.group(1).endswith("so they are not shown: country.")
+    uk = html.unescape(dashboard(running, SANDBOX_USERS["alex"], **UK))
+    assert "тож їх не показано: країна." in uk

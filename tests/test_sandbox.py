@@ -478,7 +478,9 @@ def test_scope_error_fails_the_whole_query_with_200(sandbox: StandaloneSandbox) 
         "data": None,
         "errors": [
             {
-                "message": SCOPE_ERROR.format("User.email, Query.organization, Organization.id"),
+                "message": SCOPE_ERROR.format(
+                    "CurrentUser.email, Query.organization, Organization.id"
+                ),
                 "locations": [{"line": 2, "column": 18}],  # the `email`
                 "extensions": {"classification": "ExecutionAborted"},
             }
@@ -486,23 +488,23 @@ def test_scope_error_fails_the_whole_query_with_200(sandbox: StandaloneSandbox) 
     }
     # Each field once, however often it is selected; granted fields alone run fine.
     twice = gql(sandbox, access, "{ user { email } again: user { email name } }")
-    assert twice.json()["errors"][0]["message"] == SCOPE_ERROR.format("User.email")
+    assert twice.json()["errors"][0]["message"] == SCOPE_ERROR.format("CurrentUser.email")
     ok = gql(sandbox, access, "{ user { id nid rid name photoUrl ciphertext __typename } }")
-    assert ok.json()["data"]["user"]["__typename"] == "User" and "errors" not in ok.json()
+    assert ok.json()["data"]["user"]["__typename"] == "CurrentUser" and "errors" not in ok.json()
     assert httpx.get(f"{sandbox.url}/_sandbox/stats").json()["scope_errors"] == 2
 
 
 def test_fragments_cannot_hide_a_field(sandbox: StandaloneSandbox) -> None:
     access = access_for(sandbox)
     for query in (
-        "{ user { ...F } } fragment F on User { id email }",
-        "{ user { ...A } } fragment A on User { ...B } fragment B on User { email }",
-        "{ user { ... on User { email } } }",
+        "{ user { ...F } } fragment F on CurrentUser { id email }",
+        "{ user { ...A } } fragment A on User { ...B } fragment B on CurrentUser { email }",
+        "{ user { ... on CurrentUser { email } } }",
         "query Q { ...R } fragment R on Query { user { email } }",
     ):
         r = gql(sandbox, access, query)
         assert r.status_code == 200 and r.json()["data"] is None, query
-        assert r.json()["errors"][0]["message"] == SCOPE_ERROR.format("User.email"), query
+        assert r.json()["errors"][0]["message"] == SCOPE_ERROR.format("CurrentUser.email"), query
 
 
 def test_introspection_and_validation_errors_are_not_scope_errors(
@@ -531,7 +533,17 @@ def test_all_scopes_grant_every_field(sandbox: StandaloneSandbox) -> None:
 
 def test_client_scopes_and_their_shorthands(sandbox_factory: SandboxFactory) -> None:
     assert parse_scopes("") == DEFAULT_SCOPES == ("common-entities",)
-    assert parse_scopes("all") == tuple(SCOPES) == ("common-entities", "user-email", "organization")
+    assert (
+        parse_scopes("all")
+        == tuple(SCOPES)
+        == (
+            "common-entities",
+            "user-email",
+            "organization",
+            "freelancer-profile",
+            "profile-country",
+        )
+    )
     assert parse_scopes(" user-email, common-entities ") == ("user-email", "common-entities")
     with pytest.raises(ValueError, match="known scopes: common-entities, user-email"):
         parse_scopes("common-entities,profile")
@@ -556,7 +568,10 @@ def test_scopes_over_the_faults_api(sandbox: StandaloneSandbox) -> None:
         r = httpx.patch(f"{sandbox.url}/_sandbox/faults", json={"scopes": bad})
         assert r.status_code == 400 and "scopes" in r.json()["message"]
     unknown = httpx.patch(f"{sandbox.url}/_sandbox/faults", json={"scopes": ["nope"]})
-    assert "known scopes: common-entities, user-email, organization, all" in unknown.text
+    assert (
+        "known scopes: common-entities, user-email, organization, freelancer-profile, "
+        "profile-country, all" in unknown.text
+    )
     sandbox.faults(scopes=None)  # back to the client's own scopes
     assert gql(sandbox, access, "{ user { email } }").json()["data"] is None
 

@@ -130,9 +130,16 @@ def test_check_against_the_strict_default(checker: Checker) -> None:
     assert report["tokens"]["expires_in"] == "86400 (number)"
     assert report["tokens"]["refresh_token"] is True
     scopes = report["scopes"]
-    assert scopes["fields"]["User.id"] is True and scopes["fields"]["User.email"] is False
-    assert "User.email" in scopes["refused"] and "Organization.id" in scopes["refused"]
-    assert scopes["features_missing"] == ["email", "organization"]
+    fields = scopes["fields"]
+    assert fields["CurrentUser.id"] is True and fields["CurrentUser.email"] is False
+    assert "CurrentUser.email" in scopes["refused"] and "Organization.id" in scopes["refused"]
+    assert scopes["features_missing"] == ["email", "freelancer_profile", "organization"]
+    # A freshly approved key reaches the freelancer profile neither way.
+    assert report["freelancer_profile"] == {
+        "user.freelancerProfile": "refused",
+        "freelancerProfileByProfileKey": "refused",
+        "parts_missing": ["freelancer_profile"],
+    }
     assert "permissions/scopes" in scopes["upwork_message"]
     refresh = report["refresh"]
     assert refresh["body_credentials"] == "accepted" and refresh["rotates"] is True
@@ -157,6 +164,11 @@ def test_check_against_the_kinder_modes(checker: Checker) -> None:
     report = checker.run().report
     assert report["scopes"]["refused"] == [] and report["scopes"]["features_missing"] == []
     assert report["scopes"]["organization_type"] == "Vendor"
+    assert report["freelancer_profile"] == {
+        "user.freelancerProfile": "present",
+        "freelancerProfileByProfileKey": "present",
+        "parts_missing": [],
+    }
     assert report["tokens"]["expires_in"] == "86400 (string)"
     assert report["refresh"]["old_refresh_token_after_rotation"].startswith("refused")
     assert report["refresh"]["basic_credentials"] == "accepted"
@@ -182,7 +194,7 @@ def test_check_when_the_identity_is_out_of_scope(checker: Checker) -> None:
     checker.sandbox.faults(scopes=["user-email"])
     result = checker.run()
     assert result.code == 1
-    assert "User.id" in result.report["scopes"]["refused"]
+    assert "CurrentUser.id" in result.report["scopes"]["refused"]
     assert any("identity" in p for p in result.report["problems"])
 
 
@@ -197,8 +209,9 @@ def test_check_for_a_person(checker: Checker) -> None:
     result = checker.run(as_json=False)
     lines = result.stdout.splitlines()
     assert lines[0].startswith("Callback URL to register: http://127.0.0.1:")
-    assert "  granted  User.id" in lines and "  REFUSED  User.email" in lines
+    assert "  granted  CurrentUser.id" in lines and "  REFUSED  CurrentUser.email" in lines
     assert "PKCE: accepted" in lines
+    assert "Freelancer profile: under user refused, by profile key refused" in lines
     assert "An invalid access token gets: 401" in lines
     assert "PROBLEM: token endpoint is not https" in lines
 

@@ -45,13 +45,13 @@ def test_sign_in_without_email_scope_degrades(running: RunningApp) -> None:
     me = browser.get("/api/auth/me", headers=JSON).json()
     assert me["email"] is None and me["name"] == "Alex M."
     conn = browser.get("/api/upwork/connection", headers=JSON).json()
-    assert "User.email" in conn["grants"]["missing_fields"]
+    assert "CurrentUser.email" in conn["grants"]["missing_fields"]
     assert "email" in conn["grants"]["missing_features"]
     assert "organization" in conn["grants"]["missing_features"]
     assert "upwork check" in conn["grants"]["message"]
     assert conn["organization_id"] is None
     page = browser.get("/").text
-    assert "does not grant access to" in page and "User.email" in page
+    assert "does not grant access to" in page and "email address" in page
     # Upwork's own words are in the log of the sign-in, never a token.
     assert stats(running)["scope_errors"] == 1
 
@@ -74,7 +74,7 @@ def test_sign_in_with_organization_out_of_scope(running: RunningApp) -> None:
     assert me["email"] == "olena.kovalenko@example.com"
     conn = browser.get("/api/upwork/connection", headers=JSON).json()
     assert conn["organization_id"] is None
-    assert conn["grants"]["missing_features"] == ["organization"]
+    assert conn["grants"]["missing_features"] == ["freelancer_profile", "organization"]
     assert "Organization.id" in conn["grants"]["missing_fields"]
 
 
@@ -86,7 +86,7 @@ def test_identity_out_of_scope_fails_sign_in_with_upworks_reason(running: Runnin
     failed = audit_events(running.db_path, "signin.failed")
     assert failed[-1]["reason_code"] == "upwork_scope_missing"
     assert "permissions/scopes" in failed[-1]["upwork_message"]
-    assert "User.id" in failed[-1]["upwork_message"]
+    assert "CurrentUser.id" in failed[-1]["upwork_message"]
     assert rows(running.db_path, "SELECT count(*) FROM users")[0][0] == 0
 
 

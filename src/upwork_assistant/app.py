@@ -300,7 +300,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(HTTPMetricsMiddleware)
     upwork_origin = "{0.scheme}://{0.netloc}".format(urlsplit(settings.authorize_url))
     app.add_middleware(
-        SecurityHeadersMiddleware, hsts=settings.cookie_secure, form_action_origin=upwork_origin
+        SecurityHeadersMiddleware,
+        hsts=settings.cookie_secure,
+        form_action_origin=upwork_origin,
+        image_hosts=settings.image_hosts,
     )
     if settings.trusted_proxies.strip():
         # Outermost: the client address and scheme come from trusted proxies only.

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -27,6 +28,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 UPWORK_AUTHORIZE_URL = "https://www.upwork.com/ab/account-security/oauth2/authorize"
 UPWORK_TOKEN_URL = "https://www.upwork.com/api/v3/oauth2/token"  # noqa: S105 - a URL
 UPWORK_GRAPHQL_URL = "https://api.upwork.com/graphql"
+
+_LABEL = r"[a-z0-9]([a-z0-9-]*[a-z0-9])?"
+#: A host name, or ``*.`` and a domain: what UPWORK_IMAGE_HOSTS may list.
+IMAGE_HOST_RE = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})+$")
 
 #: Where the main app mounts the Upwork sandbox in sandbox mode.
 SANDBOX_PREFIX = "/sandbox/upwork"
@@ -106,6 +111,11 @@ class Settings(BaseSettings):
     #: Upwork content (names, email, photo, profile) is kept at most this long (Upwork's
     #: API terms: 24 hours at most), then purged by the worker.
     upwork_content_ttl_seconds: int = Field(default=86400, ge=60, le=86400)
+    #: Hosts a freelancer's portrait may come from (https only; ``*.example.com`` allowed):
+    #: Upwork serves portraits from www.upwork.com/profile-portraits/ and, in older
+    #: answers, the odesk-prod-portraits bucket. Anything else is dropped at sync, and the
+    #: pages' Content-Security-Policy lets images load from these hosts only.
+    upwork_image_hosts: str = "www.upwork.com,odesk-prod-portraits.s3.amazonaws.com"
     #: When the budget is spent, wait at most this long for room before answering 503.
     upwork_rate_limit_max_wait: float = Field(default=2.0, ge=0, le=60)
     #: Attempts of an idempotent GraphQL query on 5xx and network errors (a 429 is never
@@ -128,8 +138,11 @@ class Settings(BaseSettings):
     #: no with `--workers N` (run `upwork-assistant worker` beside it then).
     worker_in_serve: bool | None = None
     #: Scopes the built-in sandbox grants this app's key (comma-separated sandbox scope
-    #: ids; `all` for every one). Empty: the sandbox's default, a freshly approved key.
-    sandbox_scopes: str = ""
+    #: ids; `all` for every one). The default is the key docs/upwork-setup.md asks an
+    #: operator for: Common Entities and Freelancer Profile (email, organization and the
+    #: profile's country stay refused, as their scopes are unconfirmed). Empty: the
+    #: sandbox's own default, a key with Common Entities only.
+    sandbox_scopes: str = "common-entities,freelancer-profile"
 
     #: Security-log records older than this are pruned by the worker.
     audit_retention_days: int = Field(default=90, ge=1, le=3650)
@@ -177,6 +190,17 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("APP_BASE_URL must be an absolute http(s) URL")
         return value.rstrip("/")
+
+    @field_validator("upwork_image_hosts")
+    @classmethod
+    def _image_hosts(cls, value: str) -> str:
+        for host in (h.strip() for h in value.split(",") if h.strip()):
+            if not IMAGE_HOST_RE.fullmatch(host.lower()):
+                raise ValueError(
+                    f"UPWORK_IMAGE_HOSTS: {host!r} is not a host name (e.g. www.upwork.com "
+                    "or *.example.com; no scheme, port or path)"
+                )
+        return value
 
     @field_validator("app_name")
     @classmethod
@@ -288,6 +312,16 @@ class Settings(BaseSettings):
         if self.sandbox_mode:
             return f"{self.app_base_url}{SANDBOX_PREFIX}/graphql"
         return self.upwork_graphql_url
+
+    @property
+    def image_hosts(self) -> tuple[str, ...]:
+        """Where portraits may come from: UPWORK_IMAGE_HOSTS, and a sandbox's own origin
+        (it serves its made-up users' portraits) when the API is not Upwork's."""
+        hosts = [h.strip().lower() for h in self.upwork_image_hosts.split(",") if h.strip()]
+        api = urlsplit(self.graphql_url)
+        if api.hostname and api.hostname != urlsplit(UPWORK_GRAPHQL_URL).hostname:
+            hosts.append(f"{api.scheme}://{api.netloc}")
+        return tuple(dict.fromkeys(hosts))
 
     @property
     def jwt_issuer(self) -> str:

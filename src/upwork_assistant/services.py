@@ -111,6 +111,7 @@ class Services:
                 interval=timedelta(seconds=s.profile_sync_interval_seconds),
                 retry_after_failure=timedelta(seconds=s.profile_sync_retry_seconds),
                 content_ttl=timedelta(seconds=s.upwork_content_ttl_seconds),
+                image_hosts=s.image_hosts,
             ),
         )
         return cls(

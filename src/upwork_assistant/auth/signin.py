@@ -21,7 +21,14 @@ from ..upwork.errors import UpworkError
 from ..upwork.gate import priority as gate_priority
 from ..upwork.profile import UpworkProfile, parse_profile
 from ..upwork.queries import PROFILE, fetch_granted
-from ..upwork.sync import apply_profile, log_refused, organization_id, record_profile_change
+from ..upwork.sync import (
+    apply_profile,
+    freelancer_of,
+    log_refused,
+    organization_id,
+    record_profile_change,
+    store_freelancer,
+)
 from .errors import AuthError
 
 
@@ -58,6 +65,7 @@ async def complete_sign_in(
             # refused email, photo or organization degrades a feature, never the sign-in.
             fetched = await fetch_granted(run, PROFILE)
         profile = parse_profile(fetched.data)
+        freelancer = freelancer_of(fetched, svc.sync.policy.image_hosts)
     except UpworkError as exc:
         raise AuthError(
             _SIGNIN_CODES.get(exc.code, exc.code), exc.message, exc.upwork_message
@@ -67,12 +75,14 @@ async def complete_sign_in(
         user, created, changed = await _upsert_user(db, profile, fetched.refused)
         if user.blocked_at is not None:
             raise AuthError("account_blocked")  # rolls back: nothing of this sign-in stays
+        changed += await store_freelancer(db, user.id, freelancer)
         await svc.vault.store(
             db,
             user.id,
             tokens,
             organization_id=organization_id(fetched.data),
             missing_grants=fetched.refused,
+            null_fields=fetched.nulled,
         )
         db.add(ProfileSync(user_id=user.id, trigger="signin", succeeded=True, changed=changed))
         if created:

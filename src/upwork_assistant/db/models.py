@@ -111,6 +111,9 @@ class UpworkConnection(Base):
     #: ``Type.field`` names the API key's scopes refused at the last fetch, and when.
     missing_grants: Mapped[list[str]] = mapped_column(JSON, default=list)
     grants_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Fields Upwork's schema declares non-null that it answered null at the last check
+    #: (left out of the next syncs' query, like refused ones, until the next full check).
+    null_fields: Mapped[list[str]] = mapped_column(JSON, default=list)
     last_refresh_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Single-flight refresh across processes: the holder of an unexpired lease refreshes.
     refresh_lease_owner: Mapped[str | None] = mapped_column(String(64))
@@ -134,6 +137,25 @@ class ProfileSync(Base):
     succeeded: Mapped[bool] = mapped_column(Boolean)
     changed: Mapped[list[str]] = mapped_column(JSON, default=list)
     error: Mapped[str | None] = mapped_column(String(64))
+
+
+class FreelancerProfileCache(Base):
+    """The user's freelancer profile as Upwork last sent it, validated: Upwork content, so
+    a cache of at most 24 hours (deleted by the worker after ``fetched_at`` + the TTL).
+
+    No row: never fetched, purged, or the API key's scopes refuse the profile (the
+    connection's ``missing_grants`` says which). ``has_profile`` False: Upwork says the
+    account has no freelancer profile (a client's account)."""
+
+    __tablename__ = "freelancer_profiles"
+
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    fetched_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    has_profile: Mapped[bool] = mapped_column(Boolean)
+    #: ``upwork.freelancer.FreelancerProfile`` as JSON (money as decimal strings).
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class UserSession(Base):

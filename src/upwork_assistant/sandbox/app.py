@@ -4,7 +4,8 @@
 - ``POST /api/v3/oauth2/token``: ``authorization_code`` and ``refresh_token`` grants
 - ``POST /graphql``: GraphQL with ``Authorization: Bearer``
 - ``/_sandbox/faults`` (GET, PATCH, DELETE) and ``/_sandbox/stats``: test and demo controls
-- ``GET /_sandbox/portraits/{user_id}.svg``: the users' portraits (GraphQL ``photoUrl``)
+- ``GET /_sandbox/portraits/{user_id}.svg[?size=N]``: the users' portraits (GraphQL
+  ``photoUrl`` and the profiles' ``Portrait`` URLs)
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import html
 import inspect
 import json
 import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlencode
@@ -27,7 +30,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 from graphql import DocumentNode, ExecutionResult, GraphQLError, execute, parse, validate
 
-from . import schema
+from . import profiles, schema
 from .scopes import SCOPES, scope_error
 from .state import (
     CONSENT_TTL,
@@ -71,17 +74,24 @@ def _served_at(request: Request) -> str:
     return str(request.url.replace(path=root, query="", fragment="")).rstrip("/")
 
 
-def _portrait_svg(user: SandboxUser) -> str:
+def _portrait_size(text: str | None) -> int:
+    """The ``size`` query parameter of a portrait: 16 to 1000 pixels, else 100."""
+    size = int(text) if text is not None and text.isdigit() else 100
+    return size if 16 <= size <= 1000 else 100
+
+
+def _portrait_svg(user: SandboxUser, size: int = 100) -> str:
     hue = int(hashlib.sha256(user.id.encode()).hexdigest()[:4], 16) % 360
     return (
-        '<svg xmlns="http://www.w3.org/2000/svg" width="100" height="100" viewBox="0 0 100 100">'
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" '
+        'viewBox="0 0 100 100">'
         f'<rect width="100" height="100" fill="hsl({hue},45%,40%)"/>'
         '<text x="50" y="50" dy=".35em" text-anchor="middle" fill="#fff" '
         f'font-family="sans-serif" font-size="40">{html.escape(user.initials)}</text></svg>'
     )
 
 
-def _graphql_errors(*errors: dict[str, Any], status: int = 200) -> JSONResponse:
+def _graphql_errors(*errors: Mapping[str, Any], status: int = 200) -> JSONResponse:
     return JSONResponse({"data": None, "errors": list(errors)}, status_code=status)
 
 
@@ -372,8 +382,14 @@ def create_sandbox_app(config: SandboxConfig) -> FastAPI:
         return None
 
     def root_value(user: SandboxUser, request: Request) -> dict[str, Any]:
+        base_url, now = _served_at(request), datetime.now(UTC)  # one "now" per query
         return {
-            "user": user.graphql_user(_served_at(request)),
+            "user": profiles.with_nulls(
+                user.graphql_user(base_url, now), state.faults.profile_nulls
+            ),
+            "freelancerProfileByProfileKey": profiles.by_profile_key(
+                state.users.values(), base_url, now
+            ),
             "organization": user.graphql_organization(),
             "companySelector": {
                 "items": [
@@ -419,7 +435,7 @@ def create_sandbox_app(config: SandboxConfig) -> FastAPI:
     def answer(result: ExecutionResult) -> dict[str, Any]:
         body: dict[str, Any] = {"data": result.data}
         if result.errors:
-            body["errors"] = [e.formatted for e in result.errors]
+            body["errors"] = [profiles.as_graphql_java(e) for e in result.errors]
         patch = state.faults.user_patch
         if patch and isinstance(result.data, dict) and result.data.get("user"):
             # Upwork sending malformed data: bypasses the schema on purpose.
@@ -467,11 +483,12 @@ def create_sandbox_app(config: SandboxConfig) -> FastAPI:
     # ----- test and demo controls -----------------------------------------------------
 
     @app.get("/_sandbox/portraits/{user_id}.svg")
-    async def portrait(user_id: str) -> Response:
+    async def portrait(user_id: str, request: Request) -> Response:
         user = state.users.get(user_id)
         if user is None:
             return Response("no such user", status_code=404, media_type="text/plain")
-        return Response(_portrait_svg(user), media_type="image/svg+xml")
+        size = _portrait_size(request.query_params.get("size"))
+        return Response(_portrait_svg(user, size), media_type="image/svg+xml")
 
     @app.middleware("http")
     async def guard_controls(request: Request, call_next: Any) -> Response:

@@ -9,8 +9,23 @@ users quote:
     The client or authentication token doesn't have enough oauth2 permissions/scopes to
     access: [Money.currency, Money.rawValue]
 
-Only ``common-entities`` and its label are Upwork's; the other two ids are this sandbox's
-model of the key form (which scope grants ``User.email`` on Upwork is unconfirmed).
+Five scopes, named by ids of this sandbox (Upwork's key form shows labels only):
+
+- ``common-entities`` (the default): the signed-in user's ids, name, portrait and profile
+  key, and every field of ``GenericUser``, ``Money`` and ``Country``. Upwork's label.
+- ``user-email``: ``CurrentUser.email``. The sandbox's model: which scope grants the email
+  on Upwork is unconfirmed.
+- ``organization``: ``Query.organization``, ``Query.companySelector`` and their types. The
+  sandbox's model of an organization scope.
+- ``freelancer-profile``: ``CurrentUser.freelancerProfile``,
+  ``Query.freelancerProfileByProfileKey`` and every field of the freelancer profile types
+  except ``FreelancerProfile.countryDetails``. Upwork's label ("Freelancer Profile - Read
+  And Write Access").
+- ``profile-country``: ``FreelancerProfile.countryDetails`` alone. The sandbox's model of
+  the unnamed, elevated scope a live client found that field to need.
+
+Only the ``common-entities`` and ``freelancer-profile`` labels are Upwork's; the others
+are this sandbox's model of the key form.
 """
 
 from __future__ import annotations
@@ -25,6 +40,9 @@ from graphql import (
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
+    GraphQLFormattedError,
+    GraphQLInterfaceType,
+    GraphQLObjectType,
     GraphQLSchema,
     TypeInfo,
     TypeInfoVisitor,
@@ -33,6 +51,8 @@ from graphql import (
 )
 from graphql.utilities import get_operation_ast
 
+from .schema import build
+
 
 @dataclass(frozen=True)
 class Scope:
@@ -40,24 +60,58 @@ class Scope:
     fields: frozenset[str]  # "Type.field" names the scope grants
 
 
+def _every_field(*type_names: str) -> frozenset[str]:
+    """``Type.field`` for every field of the named types of the sandbox's schema."""
+    schema = build()
+    found: set[str] = set()
+    for name in type_names:
+        gql_type = schema.get_type(name)
+        assert isinstance(gql_type, GraphQLObjectType | GraphQLInterfaceType), name
+        found.update(f"{name}.{field}" for field in gql_type.fields)
+    return frozenset(found)
+
+
+#: The types only a key with the freelancer-profile scope may read.
+FREELANCER_PROFILE_TYPES = (
+    "FreelancerProfile",
+    "FreelancerProfilePersonalData",
+    "FreelancerLocation",
+    "Portrait",
+    "FreelancerSkillsConnection",
+    "FreeLancerSkillEdge",
+    "Skill",
+    "FreelancerProfileLanguagesConnection",
+    "FreelancerProfileLanguageEdge",
+    "FreelancerProfileLanguage",
+    "Language",
+    "FreelancerProfileAvailability",
+    "FreelancerProfileAggregates",
+    "FreelancerProfileEducationRecord",
+    "FreelancerProfileEmploymentRecord",
+    "FreelancerProfileUserPreferences",
+)
+
 SCOPES: dict[str, Scope] = {
+    # Upwork's label; its description on the key form: "City, Country, Organization, User,
+    # Money" and "required for all the cases" (quoted by several setup guides).
     "common-entities": Scope(
         "Common Entities - Read-Only Access",
         frozenset(
             {
                 "Query.user",
-                "User.id",
-                "User.nid",
-                "User.rid",
-                "User.name",
-                "User.photoUrl",
-                "User.ciphertext",
+                "CurrentUser.id",
+                "CurrentUser.nid",
+                "CurrentUser.rid",
+                "CurrentUser.name",
+                "CurrentUser.photoUrl",
+                "CurrentUser.ciphertext",
             }
-        ),
+        )
+        | _every_field("GenericUser", "Money", "Country"),
     ),
     "user-email": Scope(
         "User email (sandbox model; the real key form's scope for email is unconfirmed)",
-        frozenset({"User.email"}),
+        frozenset({"CurrentUser.email"}),
     ),
     "organization": Scope(
         "Organization - Read-Only Access (sandbox model)",
@@ -77,6 +131,20 @@ SCOPES: dict[str, Scope] = {
                 "CompanySelectorItem.photoUrl",
             }
         ),
+    ),
+    # Upwork's label ("pub-freelancer-profiles:write:all"; the key form lists only this
+    # read-and-write variant: muhammedaksam/upwork-node SCOPES.md and setup guides).
+    "freelancer-profile": Scope(
+        "Freelancer Profile - Read And Write Access",
+        frozenset({"CurrentUser.freelancerProfile", "Query.freelancerProfileByProfileKey"})
+        | (_every_field(*FREELANCER_PROFILE_TYPES) - {"FreelancerProfile.countryDetails"}),
+    ),
+    # A live client found FreelancerProfile.countryDetails refused with the profile scope
+    # ("requires elevated scope": borntojesus/upwork-crm src/research/
+    # fetch-top-freelancers.ts); which scope grants it is unknown, so it is its own here.
+    "profile-country": Scope(
+        "Freelancer profile country (sandbox model of an unnamed, elevated scope)",
+        frozenset({"FreelancerProfile.countryDetails"}),
     ),
 }
 
@@ -171,7 +239,7 @@ def scope_error(
     document: DocumentNode,
     operation_name: str | None,
     scope_ids: Iterable[str],
-) -> dict[str, Any] | None:
+) -> GraphQLFormattedError | None:
     """The formatted GraphQL error for the fields the scopes do not grant, or None.
 
     The fields are listed in query order. Messages users quote from Upwork look sorted

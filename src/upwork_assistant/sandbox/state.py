@@ -12,10 +12,13 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
 from functools import cache
 from types import NoneType, UnionType
 from typing import Any, get_args, get_origin, get_type_hints
 
+from . import profiles
+from .profiles import ProfileSpec
 from .scopes import DEFAULT_SCOPES, check_scopes
 
 ACCESS_TOKEN_TTL = 86_400  # Upwork: access tokens live 24 hours
@@ -40,6 +43,8 @@ class SandboxUser:
     note: str = ""
     # What GraphQL's `name` says; None: first name + initial of the last, as Upwork sends it.
     short_name: str | None = None
+    # The freelancer profile; None: an account without one (a client's).
+    profile: ProfileSpec | None = None
 
     @property
     def graphql_name(self) -> str:
@@ -59,16 +64,29 @@ class SandboxUser:
         letters = [w[0] for w in self.name.split() if w[0].isalpha()]
         return "".join(letters[:2]).upper() or "?"
 
-    def graphql_user(self, base_url: str) -> dict[str, Any]:
-        """``base_url``: where the sandbox is served, for the portrait's absolute URL."""
+    def photo_url(self, base_url: str) -> str:
+        return f"{base_url}/_sandbox/portraits/{self.id}.svg"
+
+    def graphql_generic_user(self, base_url: str) -> dict[str, Any]:
+        """The user as ``GenericUser`` (what anyone may see): ``base_url`` is where the
+        sandbox is served, for the portrait's absolute URL."""
         return {
             "id": self.id,
             "nid": self.nid,
             "rid": self.rid,
             "name": self.graphql_name,
-            "email": self.email,
-            "photoUrl": f"{base_url}/_sandbox/portraits/{self.id}.svg",
+            "photoUrl": self.photo_url(base_url),
             "ciphertext": self.ciphertext,
+        }
+
+    def graphql_user(self, base_url: str, now: datetime | None = None) -> dict[str, Any]:
+        """The user as ``CurrentUser``; the profile is built only when a query selects it
+        (graphql-core calls a callable value with the resolve info). ``now``: the moment
+        the profile's relative dates count from (default: when it is built)."""
+        return {
+            **self.graphql_generic_user(base_url),
+            "email": self.email,
+            "freelancerProfile": lambda _info: profiles.graphql_profile(self, base_url, now),
         }
 
     def graphql_organization(self) -> dict[str, Any]:
@@ -97,6 +115,7 @@ def default_users() -> list[SandboxUser]:
             organization_id="1717171717171717101",
             organization_name="Alex Morgan",
             note="an ordinary freelancer",
+            profile=profiles.ALEX,
         ),
         SandboxUser(
             id="1717171717171717002",
@@ -107,6 +126,7 @@ def default_users() -> list[SandboxUser]:
             organization_id="1717171717171717102",
             organization_name="Студія Олени",
             note="a Cyrillic name",
+            profile=profiles.OLENA,
         ),
         SandboxUser(
             id="1717171717171717003",
@@ -116,7 +136,8 @@ def default_users() -> list[SandboxUser]:
             email=None,
             organization_id="1717171717171717103",
             organization_name="Sam Private",
-            note="no email address",
+            note="no email address; hides earnings and Job Success Score",
+            profile=profiles.SAM,
         ),
         SandboxUser(
             id="1717171717171717004",
@@ -129,6 +150,17 @@ def default_users() -> list[SandboxUser]:
             note="a 300-character name with HTML in it, sent whole (not abbreviated)",
             # Sent as it is, to test that the product copes with a long name full of markup.
             short_name=_long_html_name(),
+            profile=profiles.HTML,
+        ),
+        SandboxUser(
+            id="1717171717171717005",
+            nid="chrishale",
+            rid="7000005",
+            name="Chris Hale",
+            email="chris.hale@example.com",
+            organization_id="1717171717171717105",
+            organization_name="Hale Ventures",
+            note="a client account: no freelancer profile",
         ),
     ]
 
@@ -174,6 +206,9 @@ class Faults:
     auth_error_status: int = 401  # 200: a bad bearer token gets a GraphQL error in a 200
     pkce: str = "enforce"  # "enforce", "ignore" or "reject"
     deny_redirect: bool = True  # False: Deny shows a sandbox page instead of redirecting
+    # FreelancerProfile fields (non-null in the schema) answered null, as a live client
+    # reports of fullName/firstName/lastName: the null spreads to `freelancerProfile`.
+    profile_nulls: list[str] | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -219,6 +254,16 @@ def _scope_list(value: Any) -> Any:
 
 
 #: Value rules beyond the field's type.
+def _profile_fields(value: list[str] | None) -> list[str] | None:
+    known = {"fullName", "firstName", "lastName", "personalData", "userPreferences"}
+    unknown = set(value or ()) - known
+    if unknown:
+        raise ValueError(
+            f"unknown FreelancerProfile fields {sorted(unknown)}; known: {sorted(known)}"
+        )
+    return value
+
+
 _RULES: dict[str, Callable[[Any], Any]] = {
     "token_status": _status,
     "graphql_status": _status,
@@ -234,6 +279,7 @@ _RULES: dict[str, Callable[[Any], Any]] = {
     "auth_error_status": _one_of(200, 401),
     "pkce": _one_of(*PKCE_MODES),
     "scopes": _scope_list,
+    "profile_nulls": _profile_fields,
 }
 
 

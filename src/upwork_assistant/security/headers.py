@@ -8,16 +8,26 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 CALLBACK_PATH = "/api/auth/upwork/callback"
 
 CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:{images}; "
     "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self' {upwork}"
 )
 
 
 class SecurityHeadersMiddleware:
-    def __init__(self, app: ASGIApp, *, hsts: bool, form_action_origin: str) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        hsts: bool,
+        form_action_origin: str,
+        image_hosts: tuple[str, ...] = (),
+    ) -> None:
+        """``image_hosts``: where portraits may load from (host names, served over https,
+        or whole origins such as a sandbox's)."""
         self.app = app
         self.hsts = hsts
-        self.csp = CSP.format(upwork=form_action_origin).strip()
+        images = "".join(f" {h}" if "://" in h else f" https://{h}" for h in image_hosts)
+        self.csp = CSP.format(upwork=form_action_origin, images=images).strip()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

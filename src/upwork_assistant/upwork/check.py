@@ -2,7 +2,8 @@
 
 What we cannot learn from here (the evidence is silent or old) is observed with the
 operator's own key: the endpoints and TLS, the exact callback URL, which fields of the
-product's query the key's scopes refuse, the token lifetimes, whether the authorize step
+product's query the key's scopes refuse, which way to the freelancer profile the key
+answers (under ``user`` or by profile key), the token lifetimes, whether the authorize step
 accepts PKCE, whether refresh rotates and the old refresh token keeps working, whether
 HTTP Basic is accepted on refresh, and whether a bad access token gets 401 or an
 authentication error inside a 200. Nothing secret is printed: tokens and codes never
@@ -27,7 +28,7 @@ from ..config import Settings
 from .errors import UpworkError, UpworkScopeError, UpworkUnauthorized
 from .graphql import UpworkGraphQLClient, classify
 from .oauth import TokenSet, UpworkOAuthClient
-from .queries import PROFILE, features_of, fetch_granted
+from .queries import FREELANCER_PARTS, PROFILE, Fetched, features_of, fetch_granted
 
 Say = Callable[[str], None]
 CALLBACK_PAGE = (
@@ -44,6 +45,7 @@ class Report:
     pkce: str = "not tested"
     tokens: dict[str, Any] = field(default_factory=dict)
     scopes: dict[str, Any] = field(default_factory=dict)
+    freelancer_profile: dict[str, Any] = field(default_factory=dict)
     refresh: dict[str, Any] = field(default_factory=dict)
     bad_token: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
@@ -56,6 +58,7 @@ class Report:
             "pkce": self.pkce,
             "tokens": self.tokens,
             "scopes": self.scopes,
+            "freelancer_profile": self.freelancer_profile,
             "refresh": self.refresh,
             "bad_token": self.bad_token,
             "problems": self.problems,
@@ -175,7 +178,9 @@ async def run_check(
     tokens = await _authorize(report, settings, oauth_for, wait, say)
     if tokens is None:
         return report
-    await _check_scopes(report, graphql, tokens)
+    fetched = await _check_scopes(report, graphql, tokens)
+    if fetched is not None:
+        report.freelancer_profile = await _check_freelancer(graphql, tokens, fetched)
     await _check_refresh(report, settings, http, oauth_for(True), tokens)
     report.bad_token = await _token_answer(
         http, settings.graphql_url, "invalid-" + secrets.token_urlsafe(24)
@@ -240,7 +245,9 @@ async def _authorize(
     return None
 
 
-async def _check_scopes(report: Report, graphql: UpworkGraphQLClient, tokens: TokenSet) -> None:
+async def _check_scopes(
+    report: Report, graphql: UpworkGraphQLClient, tokens: TokenSet
+) -> Fetched | None:
     async def run(query: str) -> dict[str, Any]:
         return await graphql.execute(tokens.access_token, query, allow_partial=True)
 
@@ -254,20 +261,64 @@ async def _check_scopes(report: Report, graphql: UpworkGraphQLClient, tokens: To
             "upwork_message": exc.upwork_message,
         }
         report.problems.append("the key's scopes refuse the user's identity: sign-in fails")
-        return
+        return None
     except UpworkError as exc:
         report.problems.append(f"the profile query failed: {exc.code} {exc.upwork_message}")
-        return
+        return None
     org = fetched.data.get("organization")
     report.scopes = {
         "query": PROFILE.name,
         "fields": {path: path not in fetched.refused for path in asked},
         "refused": fetched.refused,
         "features_missing": features_of(fetched.refused),
+        # Declared non-null yet answered null (the profile was asked again without them).
+        "nulled": fetched.nulled,
         "upwork_message": fetched.upwork_message,
         "organization_type": org.get("type") if isinstance(org, dict) else None,
         "organization_legacy_type": org.get("legacyType") if isinstance(org, dict) else None,
     }
+    return fetched
+
+
+#: The other way to a freelancer profile in Upwork's schema:
+#: ``Query.freelancerProfileByProfileKey(profileKey:)``, the key being the user's
+#: ciphertext. The product asks ``user { freelancerProfile }``, which comes with the
+#: identity in one request; the check tells which of the two the real key answers.
+BY_PROFILE_KEY = (
+    "query freelancerByKey($key: String!) "
+    "{ freelancerProfileByProfileKey(profileKey: $key) { fullName personalData { title } } }"
+)
+
+
+async def _check_freelancer(
+    graphql: UpworkGraphQLClient, tokens: TokenSet, fetched: Fetched
+) -> dict[str, Any]:
+    """Which way to the freelancer profile this key and schema allow: under ``user`` (what
+    the product asks), by profile key, both or neither; and which parts are refused."""
+    answered = fetched.data.get("user")
+    user: dict[str, Any] = answered if isinstance(answered, dict) else {}
+    if "freelancerProfile" in user:
+        via_user = "present" if isinstance(user["freelancerProfile"], dict) else "null"
+    else:
+        via_user = "refused"
+    found: dict[str, Any] = {
+        "user.freelancerProfile": via_user,
+        "parts_missing": [p for p in features_of(fetched.refused) if p in FREELANCER_PARTS],
+    }
+    key = user.get("ciphertext")
+    if not isinstance(key, str) or not key:
+        found["freelancerProfileByProfileKey"] = "not tried (no profile key)"
+        return found
+    try:
+        data = await graphql.execute(tokens.access_token, BY_PROFILE_KEY, {"key": key})
+    except UpworkScopeError:
+        found["freelancerProfileByProfileKey"] = "refused"
+    except UpworkError as exc:
+        found["freelancerProfileByProfileKey"] = f"error: {exc.upwork_message or exc.code}"
+    else:
+        answered = isinstance(data.get("freelancerProfileByProfileKey"), dict)
+        found["freelancerProfileByProfileKey"] = "present" if answered else "null"
+    return found
 
 
 async def _attempt(call: Awaitable[TokenSet]) -> tuple[TokenSet | None, str | None]:
@@ -354,10 +405,20 @@ def human(report: dict[str, Any]) -> str:
         if scopes["refused"]:
             lines.append(f"  features without data: {', '.join(scopes['features_missing'])}")
             lines.append(f"  Upwork said: {scopes['upwork_message']}")
+        if scopes.get("nulled"):
+            lines.append(f"  answered null despite the schema: {', '.join(scopes['nulled'])}")
         lines.append(
             f"  organization type: {scopes['organization_type']!r}, "
             f"legacy type: {scopes['organization_legacy_type']!r}"
         )
+    profile = report.get("freelancer_profile") or {}
+    if profile:
+        lines.append(
+            f"Freelancer profile: under user {profile['user.freelancerProfile']}, "
+            f"by profile key {profile['freelancerProfileByProfileKey']}"
+        )
+        if profile["parts_missing"]:
+            lines.append(f"  parts the key does not grant: {', '.join(profile['parts_missing'])}")
     for key, value in report["refresh"].items():
         lines.append(f"Refresh, {key.replace('_', ' ')}: {value}")
     if report["bad_token"]:

@@ -100,6 +100,21 @@ class UpworkScopeError(UpworkAPIError):
         self.data: dict[str, object] | None = None
 
 
+class UpworkNullFields(UpworkAPIError):
+    """Upwork answered null for fields its schema declares non-null, so (as the GraphQL
+    specification requires) the null spread to the nearest nullable parent and an error
+    names each field. A live client reports this of ``FreelancerProfile.fullName``,
+    ``firstName`` and ``lastName`` (borntojesus/upwork-crm
+    ``src/research/fetch-top-freelancers.ts``): the whole ``freelancerProfile`` then comes
+    back null, which must not be read as "no freelancer profile"."""
+
+    def __init__(self, fields: list[str], upwork_message: str | None) -> None:
+        super().__init__("Upwork sent no value for " + ", ".join(fields) + ".", upwork_message, 200)
+        self.code = "upwork_null_fields"
+        self.fields = fields
+        self.data: dict[str, object] | None = None
+
+
 class UpworkInvalidGrant(UpworkError):
     """Upwork refused a code or refresh token (``invalid_grant``)."""
 

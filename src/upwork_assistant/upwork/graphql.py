@@ -26,6 +26,7 @@ from . import metrics
 from .errors import (
     UpworkAPIError,
     UpworkError,
+    UpworkNullFields,
     UpworkScopeError,
     UpworkUnauthorized,
     UpworkUnavailable,
@@ -37,6 +38,17 @@ MAX_BACKOFF = 8.0
 #: "... doesn't have enough oauth2 permissions/scopes to access: [Money.currency, ...]"
 SCOPE_RE = re.compile(r"permissions?/scopes?[^\[]*\[([^\]]*)\]", re.IGNORECASE)
 FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
+#: A non-null field that came back null. graphql-java (what Upwork runs: its errors carry
+#: graphql-java's ``classification``) says "The field at path '/user/x/fullName' was
+#: declared as a non null type, ... within parent type 'FreelancerProfile'" with the
+#: classification ``NullValueInNonNullableField``; graphql-core says "Cannot return null
+#: for non-nullable field FreelancerProfile.fullName.".
+NULL_JAVA_RE = re.compile(
+    r"field at path '[^']*/([A-Za-z_][A-Za-z0-9_]*)' was declared as a non null type.*"
+    r"within parent type '([A-Za-z_][A-Za-z0-9_]*)'",
+    re.DOTALL,
+)
+NULL_CORE_RE = re.compile(r"non-nullable field ([A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*)")
 #: How an authentication failure inside a 200 may be marked. Upwork does not document it
 #: (``upwork check`` reports what a real key shows), so the usual GraphQL markers and
 #: wordings all count; a scope error is recognised first, though it says "token" too.
@@ -95,6 +107,27 @@ def refused_fields(message: str) -> list[str] | None:
         return None
     names = [n.strip() for n in found.group(1).split(",")]
     return [n for n in dict.fromkeys(names) if FIELD_RE.fullmatch(n)]
+
+
+def null_field(message: str) -> str | None:
+    """The ``Type.field`` a non-null error names, or None when it is not one."""
+    java = NULL_JAVA_RE.search(message)
+    if java is not None:
+        return f"{java.group(2)}.{java.group(1)}"
+    core = NULL_CORE_RE.search(message)
+    return core.group(1) if core is not None else None
+
+
+def null_fields(errors: list[Any]) -> list[str] | None:
+    """When every error is a non-null field that came back null: those fields."""
+    found: list[str] = []
+    for error in errors:
+        message = str(error.get("message", "")) if isinstance(error, dict) else ""
+        name = null_field(message)
+        if name is None:
+            return None
+        found.append(name)
+    return list(dict.fromkeys(found)) or None
 
 
 def classify(errors: list[Any]) -> UpworkError:
@@ -212,6 +245,13 @@ def _data(resp: httpx.Response, allow_partial: bool) -> dict[str, Any]:
         if isinstance(error, UpworkScopeError):
             error.data = data if isinstance(data, dict) else None
             raise error
+        listed = errors if isinstance(errors, list) else [errors]
+        nulled = null_fields(listed)
+        if allow_partial and nulled and isinstance(data, dict) and resp.status_code < 400:
+            said = upwork_text("; ".join(str(e.get("message", "")) for e in listed[:3]))
+            null_error = UpworkNullFields(nulled, said)
+            null_error.data = data
+            raise null_error
         if resp.status_code >= 400 or not (
             allow_partial and isinstance(data, dict) and not isinstance(error, UpworkUnauthorized)
         ):

@@ -7,14 +7,18 @@ sync.py), and the answer says ``"refreshing"`` meanwhile.
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 from fastapi import APIRouter, BackgroundTasks
+from pydantic import BaseModel
 from sqlalchemy import select
 
 from ..auth.deps import MetaDep, PrincipalDep, ServicesDep
 from ..db.models import ProfileSync, UpworkConnection, User
 from ..security.ratelimit import RateLimitExceeded
+from ..services import Services
+from .freelancer import FreelancerView
 from .queries import features_of
 from .sync import ProfileSyncService
 from .vault import ACTIVE
@@ -45,44 +49,86 @@ def missing_json(conn: UpworkConnection | None) -> dict[str, Any]:
         "missing_features": features,
         "checked_at": _iso(conn.grants_checked_at) if conn is not None else None,
         "message": (
-            "This installation's Upwork API key does not grant access to "
-            + ", ".join(refused)
-            + " ("
+            "This installation's Upwork API key does not grant access to: "
             + ", ".join(features)
-            + "). The operator can add the missing permissions to the key on Upwork "
-            "(docs/upwork-setup.md); `upwork-assistant upwork check` lists them."
+            + " (the fields are in missing_fields). The operator can add the missing "
+            "permissions to the key on Upwork (docs/upwork-setup.md); "
+            "`upwork-assistant upwork check` lists them."
         )
         if refused
         else None,
     }
 
 
-def profile_json(
-    sync: ProfileSyncService, user: User, last: ProfileSync | None, refreshing: bool
-) -> dict[str, Any]:
-    return {
-        "upwork_id": user.upwork_id,
-        "nid": user.upwork_nid,
-        "rid": user.upwork_rid,
-        "name": user.name,
-        "email": user.email,
-        "photo_url": user.photo_url,
-        "profile_key": user.profile_key,
-        "synced_at": _iso(user.profile_synced_at),
-        "content": content_json(sync, user, refreshing),
-        "last_sync": None
+class ContentOut(BaseModel):
+    """Where the user's identity data from Upwork stands in its 24-hour life."""
+
+    state: Literal["fresh", "refreshing"]
+    fetched_at: datetime | None
+    expires_at: datetime | None
+    email_fetched_at: datetime | None
+
+
+class LastSyncOut(BaseModel):
+    trigger: str
+    started_at: datetime
+    succeeded: bool
+    #: What changed: identity fields and, of the freelancer profile, title, rate, skills.
+    changed: list[str]
+    error: str | None
+
+
+class ProfileOut(BaseModel):
+    """The user's Upwork identity and freelancer profile: Upwork content, kept at most 24
+    hours (Upwork's API terms) and fetched again when the user uses the product."""
+
+    upwork_id: str
+    nid: str | None
+    rid: str | None
+    name: str | None
+    email: str | None
+    photo_url: str | None
+    profile_key: str | None
+    synced_at: datetime | None
+    content: ContentOut
+    last_sync: LastSyncOut | None
+    #: What clients see of the freelancer on Upwork; see ``state`` and ``unavailable``.
+    freelancer: FreelancerView
+
+
+def content_out(sync: ProfileSyncService, user: User, refreshing: bool) -> ContentOut:
+    return ContentOut(**content_json(sync, user, refreshing))
+
+
+async def profile_out(
+    svc: Services, user: User, conn: UpworkConnection | None, refreshing: bool
+) -> ProfileOut:
+    last = await last_sync(svc, user.id)
+    missing = list(conn.missing_grants or []) if conn is not None else []
+    return ProfileOut(
+        upwork_id=user.upwork_id,
+        nid=user.upwork_nid,
+        rid=user.upwork_rid,
+        name=user.name,
+        email=user.email,
+        photo_url=user.photo_url,
+        profile_key=user.profile_key,
+        synced_at=user.profile_synced_at,
+        content=content_out(svc.sync, user, refreshing),
+        last_sync=None
         if last is None
-        else {
-            "trigger": last.trigger,
-            "started_at": _iso(last.started_at),
-            "succeeded": last.succeeded,
-            "changed": last.changed,
-            "error": last.error,
-        },
-    }
+        else LastSyncOut(
+            trigger=last.trigger,
+            started_at=last.started_at,
+            succeeded=last.succeeded,
+            changed=list(last.changed or []),
+            error=last.error,
+        ),
+        freelancer=await svc.sync.freelancer(user.id, missing),
+    )
 
 
-async def last_sync(svc: ServicesDep, user_id: str) -> ProfileSync | None:
+async def last_sync(svc: Services, user_id: str) -> ProfileSync | None:
     async with svc.db.session() as db:
         return (
             await db.execute(
@@ -105,20 +151,23 @@ def refresh_on_use(
     return True
 
 
-async def connection_of(svc: ServicesDep, user_id: str) -> UpworkConnection | None:
+async def connection_of(svc: Services, user_id: str) -> UpworkConnection | None:
     async with svc.db.session() as db:
         return await db.get(UpworkConnection, user_id)
 
 
-@router.get("/profile")
+@router.get("/profile", response_model=ProfileOut)
 async def get_profile(
     principal: PrincipalDep, svc: ServicesDep, background: BackgroundTasks
-) -> dict[str, Any]:
+) -> ProfileOut:
     """The stored Upwork profile (a cache of at most 24 hours), when it was fetched, and
-    when it expires; ``content.state`` is ``refreshing`` while it is being fetched again."""
+    when it expires; ``content.state`` is ``refreshing`` while it is being fetched again.
+    ``freelancer`` is the freelancer profile, with the parts this installation's API key
+    does not grant in ``freelancer.unavailable``."""
     user = principal.user
-    refreshing = refresh_on_use(svc, user, await connection_of(svc, user.id), background)
-    return profile_json(svc.sync, user, await last_sync(svc, user.id), refreshing)
+    conn = await connection_of(svc, user.id)
+    refreshing = refresh_on_use(svc, user, conn, background)
+    return await profile_out(svc, user, conn, refreshing)
 
 
 async def sync_now(svc: ServicesDep, user_id: str, meta: MetaDep) -> User:
@@ -130,12 +179,12 @@ async def sync_now(svc: ServicesDep, user_id: str, meta: MetaDep) -> User:
     return await svc.sync.sync(user_id, "manual", meta)
 
 
-@router.post("/profile/sync")
-async def sync_profile(principal: PrincipalDep, svc: ServicesDep, meta: MetaDep) -> dict[str, Any]:
+@router.post("/profile/sync", response_model=ProfileOut)
+async def sync_profile(principal: PrincipalDep, svc: ServicesDep, meta: MetaDep) -> ProfileOut:
     """Sync the profile from Upwork now; returns the fresh profile. Rate limited per user;
     409 ``upwork_reauth_required`` when the Upwork connection must be restored first."""
     user = await sync_now(svc, principal.user.id, meta)
-    return profile_json(svc.sync, user, await last_sync(svc, user.id), False)
+    return await profile_out(svc, user, await connection_of(svc, user.id), False)
 
 
 @router.get("/connection")

@@ -6,8 +6,9 @@ re-fetching solely to refresh the timer" (API Terms of Use, section 8.3 in the 2
 version; Upwork support, "What are the API requests limits": "Caching API responses for
 more than 24 hours is not allowed"). So:
 
-- Upwork content (name, nickname, photo, profile key, email) is stored with the time each
-  group was fetched; the worker purges a group 24 hours after its fetch
+- Upwork content (name, nickname, photo, profile key, email, the freelancer profile) is
+  stored with the time each group was fetched; the worker purges a group 24 hours after
+  its fetch
   (:meth:`ProfileSyncService.purge_expired`). Only the Upwork user id, which identifies
   the account, is kept for as long as the account (and the organization id beside the
   tokens, which every call to Upwork needs as ``X-Upwork-API-TenantId``).
@@ -30,18 +31,26 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, or_, update
+from sqlalchemy import and_, delete, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.engine import Database
-from ..db.models import ProfileSync, UpworkConnection, User
+from ..db.models import FreelancerProfileCache, ProfileSync, UpworkConnection, User
 from ..db.types import utcnow
 from ..security import audit
 from ..security.audit import RequestMeta
 from .api import UpworkAPI
 from .errors import UpworkError, UpworkRateLimited
+from .freelancer import (
+    DEFAULT_IMAGE_HOSTS,
+    FreelancerProfile,
+    FreelancerView,
+    changed_parts,
+    freelancer_view,
+    parse_freelancer,
+)
 from .profile import UpworkProfile, parse_profile
-from .queries import PROFILE, Fetched, fetch_granted
+from .queries import FREELANCER_PARTS, PROFILE, Fetched, features_of, fetch_granted
 
 log = structlog.get_logger("upwork_assistant.sync")
 
@@ -90,6 +99,59 @@ def apply_profile(
     return changed
 
 
+@dataclass(frozen=True)
+class FreelancerAnswer:
+    """``asked`` False: the key's scopes refuse the profile. ``profile`` None when asked:
+    the account has none (a client's account, a normal case)."""
+
+    asked: bool
+    profile: FreelancerProfile | None = None
+
+
+def freelancer_of(fetched: Fetched, image_hosts: tuple[str, ...]) -> FreelancerAnswer:
+    """What the answer says of the freelancer profile: not asked (the key's scopes refuse
+    it), absent (a client's account), or the validated profile. GraphQL answers every
+    field it was asked, null or not, so a missing key means the field was left out."""
+    user = fetched.data.get("user")
+    if not isinstance(user, dict) or "freelancerProfile" not in user:
+        return FreelancerAnswer(asked=False)
+    return FreelancerAnswer(
+        asked=True, profile=parse_freelancer(user["freelancerProfile"], image_hosts)
+    )
+
+
+async def store_freelancer(db: AsyncSession, user_id: str, answer: FreelancerAnswer) -> list[str]:
+    """Keep the freelancer profile as this fetch found it (in the caller's transaction),
+    starting its 24 hours; return which of title, rate and skills changed."""
+    row = await db.get(FreelancerProfileCache, user_id)
+    if not answer.asked:
+        # The key no longer grants the profile: what we held of it goes.
+        if row is not None:
+            await db.delete(row)
+        return []
+    before = (
+        FreelancerProfile.model_validate(row.data)
+        if row is not None and row.has_profile and row.data
+        else None
+    )
+    data = None if answer.profile is None else answer.profile.model_dump(mode="json")
+    if row is None:
+        db.add(
+            FreelancerProfileCache(
+                user_id=user_id, fetched_at=utcnow(), has_profile=data is not None, data=data
+            )
+        )
+    else:
+        row.fetched_at, row.has_profile, row.data = utcnow(), data is not None, data
+    if answer.profile is not None and answer.profile.invalid:
+        log.warning(
+            "upwork_profile_values_dropped",
+            user_id=user_id,
+            fields=answer.profile.invalid,
+        )
+    return [] if answer.profile is None else changed_parts(before, answer.profile)
+
+
 async def record_profile_change(
     db: AsyncSession, user: User, changed: list[str], trigger: str, meta: RequestMeta | None
 ) -> None:
@@ -108,6 +170,9 @@ def log_refused(user_id: str | None, fetched: Fetched, trigger: str) -> None:
             refused=fetched.refused,
             upwork_message=fetched.upwork_message,
         )
+    if fetched.nulled:
+        # Upwork broke its own schema's promise; asked again without these fields.
+        log.warning("upwork_null_fields", user_id=user_id, trigger=trigger, fields=fetched.nulled)
 
 
 @dataclass(frozen=True)
@@ -115,6 +180,8 @@ class SyncPolicy:
     interval: timedelta = timedelta(hours=6)  # content older than this is fetched on use
     retry_after_failure: timedelta = timedelta(hours=1)
     content_ttl: timedelta = timedelta(hours=24)  # Upwork's terms: at most 24 hours
+    #: Where portraits may come from (Settings.image_hosts).
+    image_hosts: tuple[str, ...] = DEFAULT_IMAGE_HOSTS
 
 
 class ProfileSyncService:
@@ -131,9 +198,10 @@ class ProfileSyncService:
             return await self._api.query(user_id, query, allow_partial=True)
 
         try:
-            known = await self._known(user_id)
-            fetched = await fetch_granted(run, PROFILE, known_refused=known)
+            known, known_null = await self._known(user_id)
+            fetched = await fetch_granted(run, PROFILE, known_refused=known, known_null=known_null)
             profile = parse_profile(fetched.data)
+            freelancer = freelancer_of(fetched, self.policy.image_hosts)
             async with self._db.write() as db:
                 user = await db.get(User, user_id)
                 if user is None:
@@ -144,6 +212,7 @@ class ProfileSyncService:
                         "Upwork returned another user's profile for this connection.",
                     )
                 changed = apply_profile(user, profile, fetched.refused)
+                changed += await store_freelancer(db, user_id, freelancer)
                 user.sync_claimed_until = None
                 await db.execute(
                     update(UpworkConnection)
@@ -151,8 +220,9 @@ class ProfileSyncService:
                     .values(
                         organization_id=organization_id(fetched.data),
                         missing_grants=fetched.refused,
+                        null_fields=fetched.nulled,
                         # Only a query that asked for everything checks the grants anew.
-                        **({} if known else {"grants_checked_at": utcnow()}),
+                        **({} if known or known_null else {"grants_checked_at": utcnow()}),
                     )
                     .execution_options(synchronize_session=False)
                 )
@@ -174,17 +244,18 @@ class ProfileSyncService:
         log.info("profile_synced", user_id=user_id, trigger=trigger, changed=changed)
         return user
 
-    async def _known(self, user_id: str) -> list[str]:
-        """What the key refused at the last check, while that check is recent: asking
-        without it keeps a sync to one request. Sign-in always asks for everything, so a
-        key given more scopes shows at the next sign-in (or after a day)."""
+    async def _known(self, user_id: str) -> tuple[list[str], list[str]]:
+        """What the key refused, and what Upwork answered null, at the last check while
+        that check is recent: asking without them keeps a sync to one request. Sign-in
+        always asks for everything, so a key given more scopes shows at the next sign-in
+        (or after a day)."""
         async with self._db.session() as db:
             conn = await db.get(UpworkConnection, user_id)
         if conn is None or conn.grants_checked_at is None:
-            return []
+            return [], []
         if utcnow() - conn.grants_checked_at > GRANTS_RECHECK:
-            return []
-        return list(conn.missing_grants or [])
+            return [], []
+        return list(conn.missing_grants or []), list(conn.null_fields or [])
 
     async def _record_failure(
         self, user_id: str, trigger: str, started: datetime, exc: UpworkError
@@ -223,6 +294,14 @@ class ProfileSyncService:
             error=exc.code,
             upwork_message=exc.upwork_message,
         )
+
+    async def freelancer(self, user_id: str, missing_grants: list[str]) -> FreelancerView:
+        """The kept freelancer profile and what of it the key's scopes refuse."""
+        async with self._db.session() as db:
+            row = await db.get(FreelancerProfileCache, user_id)
+        unavailable = [p for p in features_of(missing_grants) if p in FREELANCER_PARTS]
+        kept = None if row is None else (row.fetched_at, row.has_profile, row.data)
+        return freelancer_view(kept, unavailable, self.policy.content_ttl)
 
     # ----- the content cache: fetched on use, purged after 24 hours -----------------------
 
@@ -272,7 +351,7 @@ class ProfileSyncService:
         """Delete Upwork content that is ``content_ttl`` old (Upwork's terms: 24 hours at
         most), or will be before ``margin`` has passed: the worker passes its interval, so
         nothing outlives the limit until its next pass. Returns how many groups (identity,
-        email) were deleted."""
+        email, freelancer profile) were deleted."""
         cutoff = utcnow() - self.policy.content_ttl + margin
         async with self._db.write() as db:
             identity = await db.execute(
@@ -292,7 +371,15 @@ class ProfileSyncService:
                 .values(email=None, email_fetched_at=None)
                 .execution_options(synchronize_session=False)
             )
-        purged = int(identity.rowcount or 0) + int(email.rowcount or 0)  # type: ignore[attr-defined]
+            freelancer = await db.execute(
+                delete(FreelancerProfileCache)
+                .where(FreelancerProfileCache.fetched_at < cutoff)
+                .execution_options(synchronize_session=False)
+            )
+        purged = sum(
+            int(result.rowcount or 0)  # type: ignore[attr-defined]
+            for result in (identity, email, freelancer)
+        )
         if purged:
             log.info("upwork_content_purged", groups=purged)
         return purged

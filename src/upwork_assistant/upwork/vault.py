@@ -123,6 +123,7 @@ class TokenVault:
         *,
         organization_id: str | None,
         missing_grants: list[str],
+        null_fields: list[str] | None = None,
     ) -> None:
         """Put a new grant (a sign-in's tokens) on the user's connection, in the caller's
         transaction, with its organization and what the key's scopes refused. An upsert,
@@ -133,6 +134,7 @@ class TokenVault:
             **self._sealed(user_id, tokens),
             "organization_id": organization_id,
             "missing_grants": missing_grants,
+            "null_fields": null_fields or [],
             "grants_checked_at": now,
         }
         insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert

@@ -3,15 +3,22 @@
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from babel.dates import format_time
+from babel.numbers import UnknownCurrencyError, format_currency
 from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from ..config import SANDBOX_PREFIX, Settings
+from ..upwork.freelancer import Money
 from .i18n import (
     LANGUAGE_CODES,
     LANGUAGE_NAMES,
@@ -35,6 +42,118 @@ environment = Environment(
 )
 environment.install_gettext_callables(gettext, ngettext, newstyle=True)  # type: ignore[attr-defined]
 environment.policies["ext.i18n.trimmed"] = True
+
+#: The parts of the Upwork data a key may refuse (``upwork.queries.features_of``,
+#: ``FreelancerView.unavailable``) in words, as msgids.
+FREELANCER_PART_NAMES: dict[str, str] = {
+    "name": N_("name"),
+    "email": N_("email address"),
+    "identity": N_("nickname and ids"),
+    "account_photo": N_("account photo"),
+    "profile_key": N_("profile key"),
+    "organization": N_("organization"),
+    "freelancer_profile": N_("the whole freelancer profile"),
+    "photo": N_("photo"),
+    "country": N_("country"),
+    "title": N_("title"),
+    "overview": N_("overview"),
+    "profile_link": N_("link to the profile"),
+    "rate": N_("hourly rate"),
+    "location": N_("location"),
+    "skills": N_("skills"),
+    "languages": N_("languages"),
+    "availability": N_("availability"),
+    "job_success_score": N_("Job Success Score"),
+    "badges": N_("badges"),
+    "earnings": N_("earnings"),
+    "work_history": N_("work history"),
+    "education": N_("education"),
+    "employment": N_("employment history"),
+    "privacy_settings": N_("privacy settings"),
+}
+#: Upwork's Top Rated states we know, as msgids; any other state is shown as Upwork's text.
+TALENT_BADGES: dict[str, str] = {
+    "top_rated": N_("Top Rated"),
+    "top_rated_plus": N_("Top Rated Plus"),
+    "rising_talent": N_("Rising Talent"),
+    "expert_vetted": N_("Expert-Vetted"),
+}
+#: Upwork's availability names we know, as msgids; others are shown as Upwork sends them.
+AVAILABILITY_NAMES: dict[str, str] = {
+    "available": N_("Available for work"),
+    "not available": N_("Not available for work"),
+}
+
+
+def part_names(parts: list[str]) -> str:
+    """Profile parts in words in the page's language, as a list ("rate, country")."""
+    return ", ".join(gettext(FREELANCER_PART_NAMES.get(part, part)) for part in parts)
+
+
+environment.filters["part_names"] = part_names
+environment.globals.update(
+    talent_badges=TALENT_BADGES,
+    availability_names=AVAILABILITY_NAMES,
+)
+
+_YEAR = re.compile(r"^(\d{4})(?:-\d{2}(?:-\d{2})?)?$")
+
+
+class PageFormatter(Formatter):
+    """The shared formatter plus what the freelancer profile needs: money, a place's
+    local time, countries and languages in the page's language, record years."""
+
+    def money(self, value: Money | None) -> str:
+        """Upwork's own rendering ("$65.00") when it sent one, else the amount and
+        currency in the page's language."""
+        if value is None:
+            return ""
+        if value.display:
+            return value.display
+        try:
+            return format_currency(value.amount, value.currency, locale=self.babel_locale)
+        except (UnknownCurrencyError, ValueError):
+            return f"{value.amount} {value.currency}"
+
+    def decimal(self, value: Decimal | int | float | None) -> str:
+        return "" if value is None else self.number(value)  # type: ignore[arg-type]
+
+    def local_time(self, zone_name: str | None, now: datetime | None = None) -> str:
+        """The time now in ``zone_name`` (an IANA name), e.g. "14:05"; "" if unknown."""
+        if not zone_name:
+            return ""
+        try:
+            zone = ZoneInfo(zone_name)
+        except (ZoneInfoNotFoundError, ValueError):
+            return ""
+        moment = (now or datetime.now(UTC)).astimezone(zone)
+        return format_time(moment, "short", locale=self.babel_locale)
+
+    def country(self, code: str | None, name: str | None) -> str:
+        """The country's name in the page's language (from its ISO code), else Upwork's."""
+        if code:
+            translated = self.babel_locale.territories.get(code.upper())
+            if translated:
+                return translated
+        return name or ""
+
+    def language(self, code: str | None, name: str) -> str:
+        """A spoken language's name in the page's language, else Upwork's English name."""
+        if code:
+            translated = self.babel_locale.languages.get(code.lower())
+            if translated:
+                return translated[:1].upper() + translated[1:]
+        return name
+
+    @staticmethod
+    def year(value: str | None) -> str:
+        """A record's start or end ("2019-04-01", "2019") as its year; other text as is."""
+        if not value:
+            return ""
+        match = _YEAR.match(value)
+        return match.group(1) if match else value
+
+
 templates = Jinja2Templates(env=environment)
 
 
@@ -74,7 +193,7 @@ def render(
         "locales": LOCALES,
         "language_names": LANGUAGE_NAMES,
         "language_codes": LANGUAGE_CODES,
-        "fmt": Formatter(prefs),
+        "fmt": PageFormatter(prefs),
         "here": here(request),
         "sandbox_mode": bool(settings and settings.sandbox_mode),
         "csrf_token": None,
@@ -165,5 +284,3 @@ def wants_html(request: Request) -> bool:
     return not (
         path.startswith(("/api/", SANDBOX_PREFIX)) or path in {"/healthz", "/readyz", "/metrics"}
     )
-
-

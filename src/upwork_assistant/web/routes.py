@@ -31,6 +31,7 @@ from ..security import audit
 from ..security.ratelimit import RateLimitExceeded
 from ..security.routes import query_events, search_users, security_stats, set_blocked
 from ..upwork.errors import UpworkError
+from ..upwork.queries import FREELANCER_PARTS
 from ..upwork.routes import connection_of, last_sync, missing_json, refresh_on_use, sync_now
 from ..upwork.vault import ACTIVE
 from .i18n import (
@@ -214,15 +215,19 @@ async def index(
     # After the page is sent: stale Upwork content is fetched again for the next view.
     refreshing = refresh_on_use(svc, principal.user, connection, background)
     events = await query_events(svc, user_id=user_id, limit=8, with_user=False)
+    grants = missing_json(connection)
     return render(
         request,
         "dashboard.html",
         {
             "user": principal.user,
+            "freelancer": await svc.sync.freelancer(user_id, grants["missing_fields"]),
             "connection": connection,
             "connected": connection is not None and connection.status == ACTIVE,
             "refreshing": refreshing,
-            "grants": missing_json(connection),
+            "grants": grants,
+            # What the key refuses of the account (the profile card says its own part).
+            "account_missing": [f for f in grants["missing_features"] if f not in FREELANCER_PARTS],
             "last_sync": await last_sync(svc, user_id),
             "sync_triggers": SYNC_TRIGGERS,
             "events": _events(events["items"]),
@@ -236,7 +241,7 @@ async def index(
 
 @router.post("/profile/sync")
 async def profile_sync(svc: ServicesDep, principal: PrincipalDep, meta: MetaDep) -> Response:
-    """"Sync now" on the dashboard: the same sync as POST /api/upwork/profile/sync."""
+    """ "Sync now" on the dashboard: the same sync as POST /api/upwork/profile/sync."""
     try:
         await sync_now(svc, principal.user.id, meta)
     except RateLimitExceeded:
@@ -541,5 +546,3 @@ async def admin_unblock(user_id: str, svc: ServicesDep, admin: AdminDep, meta: M
     except AuthError as exc:
         return _back(exc, "/admin")
     return _redirect("/admin?notice=unblocked")
-
-
