@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test test-sqlite test-postgres lint sandbox install clean messages screenshots bench
+.PHONY: run test test-fast test-sqlite test-postgres lint sandbox install clean messages screenshots bench
 
 # A virtual environment, made once. Debian's own python3 needs python3-venv for this;
 # when it is missing and we are root, install it.
@@ -44,16 +44,23 @@ sandbox: $(VENV)/.installed
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 
 # The whole suite twice: on SQLite, then on PostgreSQL + Redis (throwaway servers that
 # scripts/with-services.sh installs when missing, starts on loopback and removes).
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 	scripts/ensure-browser.sh
 	@echo "== tests on SQLite =="
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 	@echo "== tests on PostgreSQL + Redis =="
 	scripts/with-services.sh $(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# The fast tier only: tests marked `inprocess` reach the app through httpx.ASGITransport
+# (no uvicorn, no socket; see tests/fixtures.py). Seconds, on SQLite.
+test-fast: $(VENV)/.installed-test
+	$(BIN)/pytest -q -p no:cacheprovider -m inprocess $(PYTEST_ARGS)
 
 test-sqlite: $(VENV)/.installed-test
 	scripts/ensure-browser.sh

@@ -1,19 +1,20 @@
+"""The fixtures, and only them: what they build and the names tests share live in
+tests/fixtures.py (import from there, never from here)."""
+
 from __future__ import annotations
 
-import itertools
+import contextlib
 import os
-import shutil
 import socket
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
 from upwork_assistant.app import create_app
-from upwork_assistant.config import Settings
 from upwork_assistant.db.migrate import upgrade
 from upwork_assistant.sandbox import (
     SandboxClient,
@@ -23,31 +24,28 @@ from upwork_assistant.sandbox import (
     default_users,
 )
 
-from .helpers import Browser, TestDb, bound_socket, serve
-
-ENV_VARS = [
-    "APP_ENV",
-    "APP_BASE_URL",
-    "DATA_DIR",
-    "DATABASE_URL",
-    "SECRET_KEY",
-    "TOKEN_ENCRYPTION_KEYS",
-    "UPWORK_CLIENT_ID",
-    "UPWORK_CLIENT_SECRET",
-    "UPWORK_REDIRECT_URI",
-    "UPWORK_AUTHORIZE_URL",
-    "UPWORK_TOKEN_URL",
-    "UPWORK_GRAPHQL_URL",
-    "UPWORK_HTTP_TIMEOUT",
-]
-
-SANDBOX_USERS = {
-    "alex": "1717171717171717001",
-    "olena": "1717171717171717002",
-    "noemail": "1717171717171717003",
-    "html": "1717171717171717004",
-    "client": "1717171717171717005",  # a client's account: no freelancer profile
-}
+from .fixtures import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    ENV_VARS,
+    POSTGRES,
+    REAL_TIER_FIXTURES,
+    AppFactory,
+    External,
+    InProcessApp,
+    InProcessFactory,
+    RunningApp,
+    StandaloneSandbox,
+    app_settings,
+    drop_database,
+    extra_users,
+    flush_redis,
+    fresh_database,
+    new_data_dir,
+    pg_admin,
+    route_upwork_calls_in_process,
+)
+from .helpers import bound_socket, serve
 
 
 @pytest.fixture(autouse=True)
@@ -56,26 +54,12 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-#: With these set (`make test` does, for its second run), every test gets a PostgreSQL
-#: database of its own and the app shares rate-limit counters through Redis.
-POSTGRES = os.environ.get("TEST_POSTGRES_URL")  # e.g. postgresql://postgres@127.0.0.1:5433
-REDIS = os.environ.get("TEST_REDIS_URL")
-
-
-def _pg_admin(sql: str) -> None:
-    import psycopg
-
-    assert POSTGRES
-    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as conn:
-        conn.execute(sql)  # type: ignore[arg-type]
-
-
 @pytest.fixture(scope="session")
 def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path | str:
     """A migrated database to copy for each test: a SQLite file or a PostgreSQL template."""
     if POSTGRES:
-        _pg_admin("DROP DATABASE IF EXISTS ua_template WITH (FORCE)")
-        _pg_admin("CREATE DATABASE ua_template")
+        pg_admin("DROP DATABASE IF EXISTS ua_template WITH (FORCE)")
+        pg_admin("CREATE DATABASE ua_template")
         upgrade(f"{POSTGRES}/ua_template")
         return "ua_template"
     path = tmp_path_factory.mktemp("template") / "template.db"
@@ -83,58 +67,7 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path | str:
     return path
 
 
-_db_counter = itertools.count()
-
-
-def fresh_database(template: Path | str, data: Path) -> TestDb:
-    if POSTGRES:
-        name = f"ua_test_{os.getpid()}_{next(_db_counter)}"
-        _pg_admin(f"CREATE DATABASE {name} TEMPLATE {template}")
-        return TestDb(f"{POSTGRES}/{name}")
-    path = data / "app.db"
-    shutil.copy(template, path)
-    return TestDb.sqlite(path)
-
-
-def drop_database(db: TestDb) -> None:
-    if db.is_postgres:
-        _pg_admin(f"DROP DATABASE IF EXISTS {db.url.rsplit('/', 1)[1]} WITH (FORCE)")
-
-
-def flush_redis() -> None:
-    if REDIS:
-        import redis
-
-        redis.Redis.from_url(REDIS).flushdb()
-
-
-@dataclass
-class RunningApp:
-    url: str
-    db_path: TestDb
-    settings: Settings
-    app: Any
-    browsers: list[Browser] = field(default_factory=list)
-
-    def browser(self) -> Browser:
-        b = Browser(self.url)
-        self.browsers.append(b)
-        return b
-
-    def api(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Accept": "application/json"}, timeout=30)
-
-    @property
-    def sandbox_state(self) -> Any:
-        return self.app.state.sandbox.state.sandbox
-
-    def faults(self, **values: Any) -> None:
-        """Set faults on the mounted sandbox, over HTTP like any client."""
-        r = httpx.patch(f"{self.url}/sandbox/upwork/_sandbox/faults", json=values)
-        assert r.status_code == 200, r.text
-
-
-AppFactory = Callable[..., RunningApp]
+# ----- the real tier: uvicorn on loopback ----------------------------------------------
 
 
 @pytest.fixture
@@ -145,25 +78,10 @@ def app_factory(tmp_path: Path, migrated_template: Path | str) -> Iterator[AppFa
     def start(sock: socket.socket | None = None, **overrides: Any) -> RunningApp:
         sock = sock or bound_socket()
         port = sock.getsockname()[1]
-        data = tmp_path / f"data{len(stack)}"
-        data.mkdir()
+        data = new_data_dir(tmp_path)
         db = fresh_database(migrated_template, data)
         flush_redis()
-        values: dict[str, Any] = {
-            "app_base_url": f"http://127.0.0.1:{port}",
-            "data_dir": data,
-            "database_url": db.url,
-            "redis_url": REDIS,
-            "upwork_http_timeout": 5.0,
-            # Generous limits: many tests sign in often from 127.0.0.1; the limits
-            # themselves are tested with small values in test_hardening.py.
-            "signin_rate_limit": "10000/minute",
-            "api_rate_limit": "10000/minute",
-            # The upkeep loop runs inside `serve` by default; tests run it when they mean to.
-            "worker_in_serve": False,
-        }
-        values.update(overrides)
-        settings = Settings(**values)
+        settings = app_settings(port, data, db, overrides)
         app = create_app(settings)
         ctx = serve(app, sock)
         url = ctx.__enter__()
@@ -182,22 +100,6 @@ def app_factory(tmp_path: Path, migrated_template: Path | str) -> Iterator[AppFa
 @pytest.fixture
 def running(app_factory: AppFactory) -> RunningApp:
     return app_factory()
-
-
-@dataclass
-class StandaloneSandbox:
-    url: str
-    app: Any
-    client_id: str
-    client_secret: str
-
-    @property
-    def state(self) -> Any:
-        return self.app.state.sandbox
-
-    def faults(self, **values: Any) -> None:
-        r = httpx.patch(f"{self.url}/_sandbox/faults", json=values)
-        assert r.status_code == 200, r.text
 
 
 @pytest.fixture
@@ -221,33 +123,6 @@ def sandbox_factory() -> Iterator[Callable[..., StandaloneSandbox]]:
     yield start
     for ctx in reversed(contexts):
         ctx.__exit__(None, None, None)
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    os.environ.setdefault("OAUTHLIB_INSECURE_TRANSPORT", "1")  # the SDK test talks plain http
-
-
-@dataclass
-class External:
-    app: RunningApp
-    sandbox: StandaloneSandbox
-    env: dict[str, str]
-
-
-def extra_users(n: int) -> list[SandboxUser]:
-    base = default_users()[0]
-    return [
-        replace(
-            base,
-            id=f"18000000000000{i:05d}",
-            nid=f"user{i}",
-            rid=f"80{i:05d}",
-            name=f"Sandbox User {i}",
-            email=f"user{i}@example.com",
-            organization_id=f"19000000000000{i:05d}",
-        )
-        for i in range(n)
-    ]
 
 
 @pytest.fixture
@@ -285,3 +160,77 @@ def external(
         }
     )
     return External(app, sb, env)
+
+
+# ----- the in-process tier: httpx.ASGITransport, no thread, no socket ------------------
+
+
+@pytest.fixture
+async def inprocess_factory(
+    tmp_path: Path, migrated_template: Path | str
+) -> AsyncIterator[InProcessFactory]:
+    """Build the app exactly as ``app_factory`` does (fresh database from the migrated
+    template, the same settings and overrides), run its lifespan, and reach it in-process;
+    its own calls to its mounted Upwork sandbox go in-process too."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def start(**overrides: Any) -> InProcessApp:
+            # A port nobody listens on (bound, then let go at once): if anything ever
+            # tried the network instead of the ASGI transport, it would be refused.
+            with contextlib.closing(bound_socket()) as sock:
+                port = sock.getsockname()[1]
+            data = new_data_dir(tmp_path)
+            db = fresh_database(migrated_template, data)
+            stack.callback(drop_database, db)
+            flush_redis()
+            settings = app_settings(port, data, db, overrides)
+            app = create_app(settings)
+            route_upwork_calls_in_process(app.state.services, app)
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            handle = InProcessApp(f"http://127.0.0.1:{port}", db, settings, app)
+            stack.push_async_callback(handle.aclose)
+            return handle
+
+        yield start
+
+
+@pytest.fixture
+async def inprocess(inprocess_factory: InProcessFactory) -> InProcessApp:
+    """The app with the default test settings, in-process."""
+    return await inprocess_factory()
+
+
+@pytest.fixture
+def asgi_client(inprocess: InProcessApp) -> httpx.AsyncClient:
+    """A plain client of the in-process app (closed with it)."""
+    return inprocess.client()
+
+
+# ----- hooks ---------------------------------------------------------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("OAUTHLIB_INSECURE_TRANSPORT", "1")  # the SDK test talks plain http
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The fast tier stays fast: a test marked ``inprocess`` uses no real-tier fixture."""
+    for item in items:
+        if item.get_closest_marker("inprocess") is None:
+            continue
+        used = REAL_TIER_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if used:
+            raise pytest.UsageError(
+                f"{item.nodeid} is marked inprocess but uses {', '.join(sorted(used))}"
+            )
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
+    """One headless Chromium per test module (Debian's, via Playwright)."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is missing: `make test` installs it (scripts/ensure-browser.sh)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

@@ -1,4 +1,5 @@
-"""Shared test machinery: real uvicorn servers on loopback, a browser-like client."""
+"""Shared test machinery: real uvicorn servers on loopback, browser-like clients (over real
+HTTP, or in-process through an ASGI transport)."""
 
 from __future__ import annotations
 
@@ -103,16 +104,8 @@ class Browser:
         self, consent_page: httpx.Response, user_id: str | None = None, decision: str = "allow"
     ) -> str:
         """Pick a user and Allow/Deny on the consent page; return the callback URL."""
-        consent = parse_consent(consent_page.text)
-        action = httpx.URL(str(consent_page.url)).join(consent.action)
-        r = self.post(
-            str(action),
-            data={
-                "consent_id": consent.consent_id,
-                "user_id": user_id or consent.users[0],
-                "decision": decision,
-            },
-        )
+        action, form = consent_form(consent_page, user_id, decision)
+        r = self.post(action, data=form)
         assert r.status_code == 302, r.text
         return str(r.headers["location"])
 
@@ -120,6 +113,62 @@ class Browser:
         """The whole flow; returns the callback's response (a redirect)."""
         callback = self.decide(self.start_sign_in(), user_id)
         return self.get(callback)
+
+
+def consent_form(
+    consent_page: httpx.Response, user_id: str | None, decision: str
+) -> tuple[str, dict[str, str]]:
+    """Where the consent page's form posts, and what it posts for ``user_id`` (the first
+    user when None) and ``decision`` ("allow" or "deny")."""
+    consent = parse_consent(consent_page.text)
+    action = httpx.URL(str(consent_page.url)).join(consent.action)
+    return str(action), {
+        "consent_id": consent.consent_id,
+        "user_id": user_id or consent.users[0],
+        "decision": decision,
+    }
+
+
+class AsyncBrowser:
+    """:class:`Browser` for the in-process tier: the same behaviour over an async client
+    (``transport``: an ``httpx.ASGITransport`` of the app)."""
+
+    def __init__(self, base_url: str, transport: httpx.AsyncBaseTransport) -> None:
+        self.base_url = base_url
+        self.client = httpx.AsyncClient(
+            base_url=base_url, transport=transport, headers={"Accept": BROWSER_ACCEPT}, timeout=30
+        )
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def get(self, url: str, **kw: Any) -> httpx.Response:
+        return await self.client.get(url, **kw)
+
+    async def post(self, url: str, **kw: Any) -> httpx.Response:
+        return await self.client.post(url, **kw)
+
+    async def start_sign_in(self) -> httpx.Response:
+        """Click "Sign in with Upwork"; return the consent page."""
+        r = await self.get("/api/auth/upwork/authorize", params={"redirect": "true"})
+        assert r.status_code == 302, r.text
+        page = await self.get(r.headers["location"])
+        assert page.status_code == 200, page.text
+        return page
+
+    async def decide(
+        self, consent_page: httpx.Response, user_id: str | None = None, decision: str = "allow"
+    ) -> str:
+        """Pick a user and Allow/Deny on the consent page; return the callback URL."""
+        action, form = consent_form(consent_page, user_id, decision)
+        r = await self.post(action, data=form)
+        assert r.status_code == 302, r.text
+        return str(r.headers["location"])
+
+    async def sign_in(self, user_id: str | None = None) -> httpx.Response:
+        """The whole flow; returns the callback's response (a redirect)."""
+        callback = await self.decide(await self.start_sign_in(), user_id)
+        return await self.get(callback)
 
 
 class TestDb:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .conftest import SANDBOX_USERS, RunningApp
+from .fixtures import SANDBOX_USERS, RunningApp
 from .helpers import count, rows
 from .test_mfa import code_at, enable_mfa
 from .test_security_log import verify

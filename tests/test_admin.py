@@ -8,7 +8,7 @@ import re
 import httpx
 import pytest
 
-from .conftest import SANDBOX_USERS, RunningApp
+from .fixtures import SANDBOX_USERS, RunningApp
 from .helpers import Browser, rows
 from .test_security_log import cli
 from .upwork_helpers import JSON, csrf_headers, sign_in

@@ -3,31 +3,38 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 
-from .conftest import SANDBOX_USERS, AppFactory, RunningApp
-from .upwork_helpers import sign_in
+from .fixtures import SANDBOX_USERS, InProcessApp, InProcessFactory
+from .upwork_helpers import sign_in_inprocess
+
+#: Nothing here needs a socket: the app is reached in-process (tests/fixtures.py).
+pytestmark = pytest.mark.inprocess
 
 
-def test_healthz_and_readyz(running: RunningApp) -> None:
-    assert httpx.get(f"{running.url}/healthz").json() == {"status": "ok"}
-    r = httpx.get(f"{running.url}/readyz")
+async def test_healthz_and_readyz(asgi_client: httpx.AsyncClient) -> None:
+    assert (await asgi_client.get("/healthz")).json() == {"status": "ok"}
+    r = await asgi_client.get("/readyz")
     assert r.status_code == 200 and r.json()["database"] == "ok"
 
 
-def test_readyz_503_when_database_unreachable(app_factory: AppFactory, tmp_path: Path) -> None:
+async def test_readyz_503_when_database_unreachable(
+    inprocess_factory: InProcessFactory, tmp_path: Path
+) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where a directory should be")
-    app = app_factory(database_url=f"sqlite:///{blocker}/db.sqlite")
-    r = httpx.get(f"{app.url}/readyz")
+    app = await inprocess_factory(database_url=f"sqlite:///{blocker}/db.sqlite")
+    client = app.client()
+    r = await client.get("/readyz")
     assert r.status_code == 503 and r.json()["database"] == "unreachable"
     # Sign-in against a broken database: a clear error, never a 500 page with a traceback.
-    start = httpx.get(f"{app.url}/api/auth/upwork/authorize")
+    start = await client.get("/api/auth/upwork/authorize")
     assert start.status_code == 503 and start.json()["error"] == "service_unavailable"
     assert "Traceback" not in start.text
 
 
-def test_openapi_and_docs(running: RunningApp) -> None:
-    spec = httpx.get(f"{running.url}/openapi.json").json()
+async def test_openapi_and_docs(asgi_client: httpx.AsyncClient) -> None:
+    spec = (await asgi_client.get("/openapi.json")).json()
     for path in [
         "/api/auth/upwork/authorize",
         "/api/auth/upwork/callback",
@@ -39,11 +46,11 @@ def test_openapi_and_docs(running: RunningApp) -> None:
         "/.well-known/jwks.json",
     ]:
         assert path in spec["paths"], path
-    assert httpx.get(f"{running.url}/docs").status_code == 200
+    assert (await asgi_client.get("/docs")).status_code == 200
 
 
-def test_jwks(running: RunningApp) -> None:
-    keys = httpx.get(f"{running.url}/.well-known/jwks.json").json()["keys"]
+async def test_jwks(asgi_client: httpx.AsyncClient) -> None:
+    keys = (await asgi_client.get("/.well-known/jwks.json")).json()["keys"]
     assert len(keys) == 1
     assert keys[0]["kty"] == "OKP" and keys[0]["crv"] == "Ed25519" and keys[0]["alg"] == "EdDSA"
     assert "d" not in keys[0]  # public part only
@@ -58,12 +65,14 @@ def csp_directives(header: str) -> dict[str, list[str]]:
     return directives
 
 
-def test_security_headers(running: RunningApp) -> None:
-    r = httpx.get(f"{running.url}/")
+async def test_security_headers(inprocess: InProcessApp) -> None:
+    running = inprocess
+    client = running.client()
+    r = await client.get("/")
     assert r.headers["x-content-type-options"] == "nosniff"
     assert r.headers["x-frame-options"] == "DENY"
     assert "strict-transport-security" not in r.headers  # plain http
-    auth = httpx.get(f"{running.url}/api/auth/upwork/authorize")
+    auth = await client.get("/api/auth/upwork/authorize")
     assert auth.headers["cache-control"] == "no-store"
 
     # The whole CSP, every directive, on pages, the API, errors and static files alike.
@@ -86,10 +95,10 @@ def test_security_headers(running: RunningApp) -> None:
         "frame-ancestors": ["'none'"],
         "form-action": ["'self'", upwork_origin],
     }
-    browser, _ = sign_in(running, SANDBOX_USERS["alex"])
+    browser, _ = await sign_in_inprocess(running, SANDBOX_USERS["alex"])
     anonymous = running.browser()
     answers = {
-        path: client.get(path)
+        path: await client.get(path)
         for client, paths in (
             (anonymous, ["/", "/mfa", "/nope", "/api/auth/me", "/api/auth/upwork/authorize"]),
             (anonymous, ["/api/auth/upwork/callback", "/healthz", "/openapi.json", "/docs"]),
@@ -110,25 +119,27 @@ def test_security_headers(running: RunningApp) -> None:
                 assert not source.startswith("'unsafe-"), (path, source)
 
 
-def test_not_found_and_bad_input_are_json(running: RunningApp) -> None:
-    r = httpx.get(f"{running.url}/nope")
+async def test_not_found_and_bad_input_are_json(asgi_client: httpx.AsyncClient) -> None:
+    r = await asgi_client.get("/nope")
     assert r.status_code == 404 and r.json()["error"] == "not_found"
-    r = httpx.get(f"{running.url}/api/auth/upwork/authorize", params={"redirect": "maybe"})
+    r = await asgi_client.get("/api/auth/upwork/authorize", params={"redirect": "maybe"})
     assert r.status_code == 422 and r.json()["error"] == "invalid_request"
 
 
-def test_static_assets_served(running: RunningApp) -> None:
-    assert httpx.get(f"{running.url}/static/app.css").status_code == 200
-    assert httpx.get(f"{running.url}/static/app.js").status_code == 200
+async def test_static_assets_served(asgi_client: httpx.AsyncClient) -> None:
+    assert (await asgi_client.get("/static/app.css")).status_code == 200
+    assert (await asgi_client.get("/static/app.js")).status_code == 200
 
 
-def test_https_base_url_sets_secure_cookies_and_hsts(app_factory: AppFactory) -> None:
-    app = app_factory(
+async def test_https_base_url_sets_secure_cookies_and_hsts(
+    inprocess_factory: InProcessFactory,
+) -> None:
+    app = await inprocess_factory(
         app_base_url="https://assistant.example.com",
         upwork_client_id="cid",
         upwork_client_secret="cs",
     )
-    r = httpx.get(f"{app.url}/api/auth/upwork/authorize")
+    r = await app.client().get("/api/auth/upwork/authorize")
     assert "Secure" in r.headers["set-cookie"]
     assert "max-age" in r.headers["strict-transport-security"]
     url = r.json()["authorization_url"]

@@ -16,7 +16,7 @@ from upwork_assistant.sandbox.state import Faults, default_users
 from upwork_assistant.security import audit
 from upwork_assistant.services import Services
 
-from .conftest import SANDBOX_USERS, AppFactory, RunningApp
+from .fixtures import SANDBOX_USERS, AppFactory, RunningApp
 from .helpers import Browser, rows
 from .test_mfa import code_at, enable_mfa
 from .test_security_log import cli, verify, with_services

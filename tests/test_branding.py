@@ -17,7 +17,7 @@ from pydantic import ValidationError
 import upwork_assistant.web
 from upwork_assistant.config import ConfigError, Settings, get_settings
 
-from .conftest import SANDBOX_USERS, AppFactory, RunningApp
+from .fixtures import SANDBOX_USERS, AppFactory, RunningApp
 from .helpers import Browser
 from .test_mfa import code_at, enable_mfa, sign_out, start_mfa_sign_in
 from .test_security_log import cli

@@ -26,7 +26,7 @@ from upwork_assistant.upwork.freelancer import (
 from upwork_assistant.upwork.graphql import null_field, null_fields
 from upwork_assistant.upwork.queries import PROFILE, features_of
 
-from .conftest import SANDBOX_USERS, AppFactory, RunningApp
+from .fixtures import SANDBOX_USERS, AppFactory, RunningApp
 from .helpers import rows
 from .upwork_helpers import JSON, audit_events, sign_in, sqlite_time, sync, wait_until
 

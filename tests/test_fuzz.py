@@ -50,7 +50,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
 )
 
-from .conftest import SANDBOX_USERS, RunningApp
+from .fixtures import SANDBOX_USERS, RunningApp
 from .helpers import rows
 from .upwork_helpers import sign_in
 

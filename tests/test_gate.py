@@ -15,7 +15,7 @@ from upwork_assistant.db.engine import Database
 from upwork_assistant.upwork.errors import UpworkRateLimited
 from upwork_assistant.upwork.gate import GatedTransport, GatePolicy, UpworkGate, background
 
-from .conftest import drop_database, fresh_database
+from .fixtures import drop_database, fresh_database
 
 
 @pytest.fixture

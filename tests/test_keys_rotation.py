@@ -11,14 +11,15 @@ import httpx
 import jwt
 
 from upwork_assistant.security import rotation
+from upwork_assistant.security.aad import jwt_key_aad, mfa_secret_aad, upwork_token_aad
 from upwork_assistant.security.keys import KeyRing, Sealed
 from upwork_assistant.services import Services
 
-from .conftest import SANDBOX_USERS, RunningApp
+from .fixtures import SANDBOX_USERS, RunningApp
 from .helpers import rows
 from .test_mfa import enable_mfa
 from .test_security_log import cli, verify
-from .upwork_helpers import JSON, stored_tokens, sync
+from .upwork_helpers import JSON, csrf_headers, stored_tokens, sync
 
 
 def secrets_file(app: RunningApp) -> dict[str, str]:
@@ -28,11 +29,15 @@ def secrets_file(app: RunningApp) -> dict[str, str]:
 def test_rotate_moves_every_ciphertext_to_the_new_key(running: RunningApp) -> None:
     from .upwork_helpers import sign_in
 
-    _, alex_id = sign_in(running, SANDBOX_USERS["alex"])
+    alex, alex_id = sign_in(running, SANDBOX_USERS["alex"])
     olena, olena_id = sign_in(running, SANDBOX_USERS["olena"])
-    enable_mfa(olena)
+    mfa_secret, _ = enable_mfa(olena)
+    # One ciphertext of every kind: alex's setup stays pending (users.mfa_pending_ct).
+    pending = alex.post("/api/security/mfa/setup", headers=csrf_headers(alex)).json()["secret"]
     before = {uid: stored_tokens(running, uid) for uid in (alex_id, olena_id)}
-    old_kid = KeyRing(secrets_file(running)["TOKEN_ENCRYPTION_KEYS"]).primary_id
+    old_ring = KeyRing(secrets_file(running)["TOKEN_ENCRYPTION_KEYS"])
+    jwt_keys = _jwt_private_keys(running, old_ring)
+    old_kid = old_ring.primary_id
 
     status = cli(running, "keys", "status")
     assert f"{old_kid}  primary" in status.stdout
@@ -53,16 +58,45 @@ def test_rotate_moves_every_ciphertext_to_the_new_key(running: RunningApp) -> No
     assert {r[0] for r in rows(running.db_path, "SELECT private_kid FROM jwt_signing_keys")} == {
         ring.primary_id
     }
-    # Nothing lost: every token decrypts to what it was.
+    # Nothing lost: every ciphertext, of every kind, decrypts (with the AAD its writer
+    # uses, from security/aad.py) to what it was.
     running.settings.__dict__.pop("secrets", None)  # re-read the ring from the file
     for uid, tokens in before.items():
         assert stored_tokens(running, uid) == tokens
+    assert _read_mfa(running, ring, olena_id, "secret") == mfa_secret
+    assert _read_mfa(running, ring, alex_id, "pending") == pending
+    assert jwt_keys and _jwt_private_keys(running, ring) == jwt_keys
+    # Every kind the rotation handles was present, and now sits on the new key.
+    for col in rotation.COLUMNS:
+        if col.aad is None:
+            continue
+        table, kid = col.model.__tablename__, col.kid
+        sql = f"SELECT DISTINCT {kid} FROM {table} WHERE {kid} IS NOT NULL"  # noqa: S608
+        assert rows(running.db_path, sql) == [(ring.primary_id,)], col.label
 
     again = cli(running, "keys", "rotate")  # resumable / idempotent: nothing left to move
     assert "moved 0 ciphertexts" in again.stdout
     status = cli(running, "keys", "status")
     assert f"can be removed from TOKEN_ENCRYPTION_KEYS: {old_kid}" in status.stdout
     assert verify(running).ok
+
+
+def _jwt_private_keys(app: RunningApp, ring: KeyRing) -> dict[str, str]:
+    return {
+        kid: ring.decrypt(Sealed(private_kid, private_ct), aad=jwt_key_aad(kid))
+        for kid, private_kid, private_ct in rows(
+            app.db_path, "SELECT kid, private_kid, private_ct FROM jwt_signing_keys"
+        )
+    }
+
+
+def _read_mfa(app: RunningApp, ring: KeyRing, user_id: str, which: str) -> str:
+    kid, ct = rows(
+        app.db_path,
+        f"SELECT mfa_{which}_kid, mfa_{which}_ct FROM users WHERE id=?",  # noqa: S608
+        user_id,
+    )[0]
+    return ring.decrypt(Sealed(kid, ct), aad=mfa_secret_aad(user_id))
 
 
 def test_reencrypt_in_small_batches_is_resumable(running: RunningApp) -> None:
@@ -222,4 +256,4 @@ def test_rotate_skips_and_reports_an_unreadable_row(running: RunningApp) -> None
         olena_id,
     )[0]
     assert kid == ring.primary_id
-    assert ring.decrypt(Sealed(kid, ct), aad=f"upwork-token:{olena_id}:refresh")
+    assert ring.decrypt(Sealed(kid, ct), aad=upwork_token_aad(olena_id, "refresh"))

@@ -10,7 +10,7 @@ import httpx
 import pyotp
 import pytest
 
-from .conftest import SANDBOX_USERS, RunningApp
+from .fixtures import SANDBOX_USERS, RunningApp
 from .helpers import Browser, count, rows
 from .upwork_helpers import JSON, audit_events, csrf_headers, sign_in
 

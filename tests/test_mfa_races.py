@@ -15,7 +15,7 @@ import httpx
 
 from upwork_assistant.config import Settings
 
-from .conftest import SANDBOX_USERS, AppFactory, RunningApp
+from .fixtures import SANDBOX_USERS, AppFactory, RunningApp
 from .helpers import Browser, count
 from .test_admin import make_admin
 from .test_mfa import code_at, enable_mfa, sign_out, start_mfa_sign_in

@@ -12,7 +12,7 @@ import upwork
 import upwork.upwork
 from upwork.routers import graphql
 
-from .conftest import SANDBOX_USERS, StandaloneSandbox
+from .fixtures import SANDBOX_USERS, StandaloneSandbox
 from .helpers import parse_consent
 
 REDIRECT = "http://127.0.0.1:9/sdk-callback"

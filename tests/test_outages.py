@@ -19,7 +19,7 @@ import pytest
 
 from upwork_assistant.db.migrate import upgrade
 
-from .conftest import POSTGRES, REDIS, SANDBOX_USERS, AppFactory
+from .fixtures import POSTGRES, REDIS, SANDBOX_USERS, AppFactory
 from .helpers import bound_socket
 from .upwork_helpers import JSON, sign_in
 

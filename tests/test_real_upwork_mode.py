@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 
-from .conftest import SANDBOX_USERS, External
+from .fixtures import SANDBOX_USERS, External
 
 
 def test_sign_in_against_external_upwork(external: External) -> None:

@@ -30,7 +30,7 @@ from upwork_assistant.sandbox import (
 from upwork_assistant.sandbox.schema import build as build_schema
 from upwork_assistant.sandbox.state import Grant
 
-from .conftest import SANDBOX_USERS, StandaloneSandbox
+from .fixtures import SANDBOX_USERS, StandaloneSandbox
 from .helpers import parse_consent, serve
 
 REDIRECT = "http://127.0.0.1:9/callback"

@@ -16,7 +16,7 @@ from upwork_assistant.sandbox import default_users
 from upwork_assistant.sandbox.profiles import HTML, HTML_OVERVIEW_LENGTH
 from upwork_assistant.sandbox.schema import build as build_schema
 
-from .conftest import SANDBOX_USERS, StandaloneSandbox, extra_users
+from .fixtures import SANDBOX_USERS, StandaloneSandbox, extra_users
 from .helpers import parse_consent
 from .test_sandbox import REDIRECT, SCOPE_ERROR, access_for, authorize_params
 

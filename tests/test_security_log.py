@@ -16,7 +16,7 @@ from upwork_assistant.db.types import utcnow
 from upwork_assistant.security import audit
 from upwork_assistant.services import Services
 
-from .conftest import SANDBOX_USERS, RunningApp
+from .fixtures import SANDBOX_USERS, RunningApp
 from .helpers import rows
 from .upwork_helpers import JSON, sign_in
 

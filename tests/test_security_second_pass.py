@@ -13,10 +13,10 @@ import httpx
 import pytest
 
 from upwork_assistant.app import create_app
-from upwork_assistant.config import Settings, new_encryption_key_spec
+from upwork_assistant.config import Settings
 from upwork_assistant.security.ratelimit import RateLimiter
 
-from .conftest import SANDBOX_USERS, AppFactory, RunningApp, flush_redis
+from .fixtures import SANDBOX_USERS, AppFactory, RunningApp, flush_redis, production_settings
 from .helpers import rows
 from .upwork_helpers import JSON, csrf_headers, sign_in
 
@@ -87,16 +87,7 @@ def test_every_api_answer_is_no_store(running: RunningApp) -> None:
 
 
 def _production(tmp_path: Path, **extra: object) -> Settings:
-    return Settings(
-        app_env="production",
-        app_base_url="https://demo.example",
-        allow_sandbox_in_production=True,
-        secret_key="s" * 48,
-        token_encryption_keys=new_encryption_key_spec(),
-        database_url=f"sqlite:///{tmp_path / 'prod.db'}",
-        data_dir=tmp_path,
-        **extra,
-    )
+    return production_settings(tmp_path, **extra)
 
 
 async def test_sandbox_controls_are_off_in_production(tmp_path: Path) -> None:
@@ -158,7 +149,7 @@ def test_worker_prunes_rows_past_their_use(running: RunningApp) -> None:
     for days in (60, 45):  # two old sync records; the sign-in's is the latest
         rows(
             running.db_path,
-            "INSERT INTO profile_syncs (user_id, \"trigger\", started_at, finished_at, "
+            'INSERT INTO profile_syncs (user_id, "trigger", started_at, finished_at, '
             "succeeded, changed) VALUES (?, 'manual', ?, ?, ?, '[]')",
             user_id,
             sqlite_time(datetime.now(UTC) - timedelta(days=days)),
@@ -173,7 +164,7 @@ def test_worker_prunes_rows_past_their_use(running: RunningApp) -> None:
         (sessions[0],)
     ]
     assert rows(running.db_path, "SELECT count(*) FROM mfa_failures")[0][0] == 1
-    triggers = {r[0] for r in rows(running.db_path, "SELECT \"trigger\" FROM profile_syncs")}
+    triggers = {r[0] for r in rows(running.db_path, 'SELECT "trigger" FROM profile_syncs')}
     assert triggers == {"signin"}
     # The live session still works, with its reuse detection intact.
     assert live_browser.get("/api/auth/me", headers=JSON).status_code == 200

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from .conftest import SANDBOX_USERS, AppFactory, RunningApp
+from .fixtures import SANDBOX_USERS, AppFactory, RunningApp
 from .helpers import Browser, bound_socket, rows
 from .upwork_helpers import JSON, audit_events, csrf_headers, sign_in
 

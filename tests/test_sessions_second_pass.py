@@ -12,9 +12,9 @@ from typing import Any
 
 import httpx
 
-from upwork_assistant.auth import deps
+from upwork_assistant.api import deps
 
-from .conftest import SANDBOX_USERS, AppFactory, RunningApp
+from .fixtures import SANDBOX_USERS, AppFactory, RunningApp
 from .helpers import Browser, rows
 from .test_sessions import binding_of, refresh_with, tokens_of
 from .upwork_helpers import JSON, audit_events, sign_in, wait_until

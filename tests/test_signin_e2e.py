@@ -11,9 +11,10 @@ import jwt
 import markupsafe
 import pytest
 
+from upwork_assistant.security.aad import upwork_token_aad
 from upwork_assistant.security.keys import KeyRing, Sealed
 
-from .conftest import SANDBOX_USERS, RunningApp
+from .fixtures import SANDBOX_USERS, RunningApp
 from .helpers import count, rows
 
 
@@ -97,8 +98,8 @@ def test_upwork_tokens_are_encrypted_at_rest(running: RunningApp) -> None:
     )[0]
     ring = KeyRing(running.settings.secrets.token_encryption_keys)
     assert kid == ring.primary_id and rkid == ring.primary_id
-    assert ring.decrypt(Sealed(kid, ct), aad=f"upwork-token:{user_id}:access") == access
-    assert ring.decrypt(Sealed(rkid, rct), aad=f"upwork-token:{user_id}:refresh") == refresh
+    assert ring.decrypt(Sealed(kid, ct), aad=upwork_token_aad(user_id, "access")) == access
+    assert ring.decrypt(Sealed(rkid, rct), aad=upwork_token_aad(user_id, "refresh")) == refresh
     assert expires is not None
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from upwork_assistant.auth.errors import reason
 
-from .conftest import SANDBOX_USERS, AppFactory, RunningApp
+from .fixtures import SANDBOX_USERS, AppFactory, RunningApp
 from .helpers import Browser, count, rows
 
 

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from jwt.algorithms import OKPAlgorithm
 
-from .conftest import SANDBOX_USERS, AppFactory, External, RunningApp
+from .fixtures import SANDBOX_USERS, AppFactory, External, RunningApp
 from .helpers import rows, serve
 from .upwork_helpers import JSON, audit_events, sign_in, sqlite_time
 

@@ -10,7 +10,7 @@ import pytest
 
 from upwork_assistant.upwork.graphql import RetryPolicy, is_idempotent
 
-from .conftest import SANDBOX_USERS, AppFactory, RunningApp
+from .fixtures import SANDBOX_USERS, AppFactory, RunningApp
 from .helpers import count, rows
 from .upwork_helpers import (
     JSON,

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import SANDBOX_USERS, StandaloneSandbox, drop_database, fresh_database
+from .fixtures import SANDBOX_USERS, StandaloneSandbox, drop_database, fresh_database
 from .helpers import parse_consent
 from .test_cli import CLI, clean_env, free_port
 

@@ -3,6 +3,7 @@ for many concurrent requests, the 24-hour purge by several workers, keep-alive r
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ import httpx
 
 from upwork_assistant.config import new_encryption_key_spec
 
-from .conftest import SANDBOX_USERS, External, extra_users
+from .fixtures import SANDBOX_USERS, External, extra_users
 from .helpers import rows
 from .test_cli import free_port, process, wait_for
 from .upwork_helpers import connection_row, expire_access, sign_in, sqlite_time
@@ -77,7 +78,11 @@ def test_two_workers_purge_stale_content_and_fetch_nothing(external: External) -
     assert left[0][0] == 0
     assert rows(external.app.db_path, "SELECT count(*) FROM users")[0][0] == 20
     assert external.sandbox.state.stats["graphql_requests"] == before
-    total = sum(int(out.split("purged ")[1].split()[0]) for out in outputs)
+    # The command's own summary ("renewed N connections, purged M stale ..."), not the
+    # log lines about the purge that go to the same output.
+    summaries = [re.search(r"connections, purged (\d+) ", out) for out in outputs]
+    assert all(summaries), outputs
+    total = sum(int(found[1]) for found in summaries if found)
     assert total == 40  # two groups each: the identity and the email
 
 

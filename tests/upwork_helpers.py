@@ -9,10 +9,11 @@ from typing import Any
 
 import httpx
 
+from upwork_assistant.security.aad import upwork_token_aad
 from upwork_assistant.security.keys import KeyRing, Sealed
 
-from .conftest import RunningApp
-from .helpers import Browser, TestDb, rows
+from .fixtures import InProcessApp, RunningApp
+from .helpers import AsyncBrowser, Browser, TestDb, rows
 
 JSON = {"Accept": "application/json"}
 
@@ -28,7 +29,15 @@ def sign_in(app: RunningApp, upwork_id: str) -> tuple[Browser, str]:
     return browser, me["id"]
 
 
-def csrf_headers(browser: Browser) -> dict[str, str]:
+async def sign_in_inprocess(app: InProcessApp, upwork_id: str) -> tuple[AsyncBrowser, str]:
+    """:func:`sign_in` for the in-process tier: the whole flow through the sandbox."""
+    browser = app.browser()
+    assert (await browser.sign_in(upwork_id)).headers["location"] == "/"
+    me = (await browser.get("/api/auth/me", headers=JSON)).json()
+    return browser, me["id"]
+
+
+def csrf_headers(browser: Browser | AsyncBrowser) -> dict[str, str]:
     return {**JSON, "X-CSRF-Token": browser.client.cookies["csrf_token"]}
 
 
@@ -79,18 +88,18 @@ def connection_row(db_path: TestDb, user_id: str) -> dict[str, Any]:
     return dict(zip(names, values, strict=True))
 
 
-def stored_tokens(app: RunningApp, user_id: str) -> tuple[str, str | None]:
+def stored_tokens(app: RunningApp | InProcessApp, user_id: str) -> tuple[str, str | None]:
     conn = connection_row(app.db_path, user_id)
     ring = KeyRing(app.settings.secrets.token_encryption_keys)
     access = ring.decrypt(
         Sealed(conn["access_token_kid"], conn["access_token_ct"]),
-        aad=f"upwork-token:{user_id}:access",
+        aad=upwork_token_aad(user_id, "access"),
     )
     refresh = None
     if conn["refresh_token_ct"]:
         refresh = ring.decrypt(
             Sealed(conn["refresh_token_kid"], conn["refresh_token_ct"]),
-            aad=f"upwork-token:{user_id}:refresh",
+            aad=upwork_token_aad(user_id, "refresh"),
         )
     return access, refresh
 

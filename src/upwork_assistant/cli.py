@@ -13,6 +13,7 @@ import uvicorn
 from sqlalchemy import select
 
 from .config import (
+    CALLBACK_PATH,
     ConfigError,
     Settings,
     add_development_key,
@@ -20,6 +21,7 @@ from .config import (
     new_encryption_key_spec,
 )
 from .db.models import User
+from .logs import configure_logging, configure_logging_for
 from .security import audit, rotation
 from .services import Services
 
@@ -29,7 +31,7 @@ app.add_typer(db_app, name="db")
 
 SANDBOX_CLIENT_ID = "sandbox-client-id"
 SANDBOX_CLIENT_SECRET = "sandbox-client-secret"  # noqa: S105 - the documented sandbox default
-SANDBOX_REDIRECT_URI = "http://127.0.0.1:8000/api/auth/upwork/callback"
+SANDBOX_REDIRECT_URI = f"http://127.0.0.1:8000{CALLBACK_PATH}"
 
 
 def _fail(exc: Exception) -> None:
@@ -59,6 +61,7 @@ def _refuse_missing_keys(settings: Settings | None = None) -> None:
         _ = settings.secrets
     except ConfigError as exc:
         _fail(exc)
+    assert settings is not None
     missing = asyncio.run(_unreadable_ciphertexts(settings))
     if missing:
         _fail(
@@ -87,6 +90,9 @@ def serve(
         _ = settings.secrets  # production: stop here, clearly, when a secret is missing
     except ConfigError as exc:
         _fail(exc)
+    # Our logging before uvicorn's first line; uvicorn installs none (log_config=None)
+    # and its loggers propagate to our root handler, in every worker process too.
+    configure_logging_for(settings)
     _refuse_missing_keys(settings)
     if settings.sandbox_mode and workers > 1:
         _fail(
@@ -109,6 +115,7 @@ def serve(
         workers=workers,
         proxy_headers=False,
         server_header=False,
+        log_config=None,
     )
 
 
@@ -156,14 +163,12 @@ app.add_typer(audit_app, name="audit")
 
 def _run_with_services(work: Callable[[Services], Awaitable[int]]) -> None:
     """Build the app's services from the environment, run ``work``, exit with its code."""
-    from .app import configure_logging
-
     try:
         settings = get_settings()
         services = Services.build(settings)
     except ConfigError as exc:
         _fail(exc)
-    configure_logging(settings.log_level)
+    configure_logging_for(settings)
 
     async def run() -> int:
         try:
@@ -270,7 +275,7 @@ def keys_status() -> None:
                 if kid in ring.key_ids
                 else "MISSING FROM RING"
             )
-            counts = usage.get(kid, {})
+            counts: dict[str, int] = usage.get(kid, {})
             detail = ", ".join(f"{n} {label}" for label, n in sorted(counts.items()))
             typer.echo(
                 f"{kid}  {role:18} {sum(counts.values()):6} ciphertexts"
@@ -373,6 +378,7 @@ def db_upgrade(
         settings = get_settings()
     except ConfigError as exc:
         _fail(exc)
+    configure_logging_for(settings)  # Alembic's lines as the app's (env.py keeps them)
     upgrade(settings.resolved_database_url, revision)
     typer.echo(f"database at {revision}")
 
@@ -416,7 +422,14 @@ def sandbox(
         typer.echo(f"  redirect uri:  {uri}")
     for scope_id in granted:
         typer.echo(f"  scope:         {scope_id} ({SCOPES[scope_id].label})")
-    uvicorn.run(create_sandbox_app(config), host=host, port=port, server_header=False)
+    try:
+        configure_logging_for(get_settings())
+    except ConfigError:  # the sandbox alone needs no setting of the app's
+        production = os.environ.get("APP_ENV", "").lower() == "production"
+        configure_logging("INFO", "json" if production else "console")
+    uvicorn.run(
+        create_sandbox_app(config), host=host, port=port, server_header=False, log_config=None
+    )
 
 
 upwork_app = typer.Typer(help="Upwork itself: check the API key.", no_args_is_help=True)

@@ -33,6 +33,11 @@ _LABEL = r"[a-z0-9]([a-z0-9-]*[a-z0-9])?"
 #: A host name, or ``*.`` and a domain: what UPWORK_IMAGE_HOSTS may list.
 IMAGE_HOST_RE = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})+$")
 
+#: Where Upwork sends the browser back after consent: the path of the redirect URI
+#: registered on the API key (with APP_BASE_URL in front), the route that finishes the
+#: sign-in, the only path whose URL carries a code (kept out of logs and referrers).
+CALLBACK_PATH = "/api/auth/upwork/callback"
+
 #: Where the main app mounts the Upwork sandbox in sandbox mode.
 SANDBOX_PREFIX = "/sandbox/upwork"
 #: The client id the main app registers with its own mounted sandbox.
@@ -275,7 +280,7 @@ class Settings(BaseSettings):
 
     @property
     def redirect_uri(self) -> str:
-        return self.upwork_redirect_uri or f"{self.app_base_url}/api/auth/upwork/callback"
+        return self.upwork_redirect_uri or f"{self.app_base_url}{CALLBACK_PATH}"
 
     @property
     def resolved_database_url(self) -> str:

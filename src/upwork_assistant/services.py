@@ -9,9 +9,11 @@ import httpx
 import structlog
 from sqlalchemy.exc import DBAPIError
 
+from .auth.accounts import AccountService
 from .auth.flow import FlowStore
 from .auth.mfa import MfaPolicy, MfaService
 from .auth.sessions import SessionService
+from .auth.signin import SignInService
 from .auth.tokens import JWTIssuer, JwtKeyStore
 from .config import Settings
 from .db.engine import Database
@@ -55,6 +57,8 @@ class Services:
     rate_limit_audit: Budget
     keys: DerivedKeys
     jwt_keys: JwtKeyStore
+    signin: SignInService
+    accounts: AccountService
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -114,20 +118,18 @@ class Services:
                 image_hosts=s.image_hosts,
             ),
         )
+        sessions = SessionService(
+            keys.token_hash, s.session_ttl_days, jwt, s.refresh_grace_seconds, s.session_max_days
+        )
+        mfa = MfaService(db, keyring, keys.mfa_cookie, MfaPolicy(), issuer=s.app_name)
         return cls(
             settings=s,
             db=db,
             keyring=keyring,
             jwt=jwt,
             csrf=CsrfGuard(keys.csrf),
-            sessions=SessionService(
-                keys.token_hash,
-                s.session_ttl_days,
-                jwt,
-                s.refresh_grace_seconds,
-                s.session_max_days,
-            ),
-            mfa=MfaService(db, keyring, keys.mfa_cookie, MfaPolicy(), issuer=s.app_name),
+            sessions=sessions,
+            mfa=mfa,
             flows=FlowStore(keys.flow_cookie, s.oauth_flow_ttl_seconds, s.cookies.flow_prefix),
             http=http,
             oauth=oauth,
@@ -152,6 +154,8 @@ class Services:
             rate_limit_audit=limiter.budget("rate-limit-audit", "1/minute"),
             keys=keys,
             jwt_keys=JwtKeyStore(db, keyring, jwt),
+            signin=SignInService(db, oauth, graphql, vault, mfa, sessions, s.image_hosts),
+            accounts=AccountService(db, sessions, mfa, keys.audit_chain),
         )
 
     async def start(self) -> None:

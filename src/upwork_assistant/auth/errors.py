@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import AppError
+
 START_AGAIN = "Please click \u201cSign in with Upwork\u201d to start again."
 
 
@@ -113,21 +115,14 @@ def reason(code: str) -> Reason:
     return REASONS.get(code, GENERIC)
 
 
-class AuthError(Exception):
-    """A failed sign-in step or API call, by reason code."""
+class AuthError(AppError):
+    """A failed sign-in step or API call, by reason code (REASONS above)."""
+
+    browser_target = "signin"
 
     def __init__(
         self, code: str, detail: str | None = None, upwork_message: str | None = None
     ) -> None:
-        super().__init__(code)
-        self.code = code
+        found = reason(code)
+        super().__init__(code, found.message, found.status, upwork_message=upwork_message)
         self.detail = detail  # for the audit log only; never shown, never a secret
-        self.upwork_message = upwork_message  # what Upwork said, for the logs likewise
-
-    @property
-    def status(self) -> int:
-        return reason(self.code).status
-
-    @property
-    def message(self) -> str:
-        return reason(self.code).message

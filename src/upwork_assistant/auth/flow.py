@@ -14,12 +14,13 @@ from datetime import timedelta
 from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..config import CALLBACK_PATH
 from ..db.models import OAuthFlow
 from ..db.types import utcnow
 from ..security.keys import constant_time_equal, mac
 from .errors import AuthError
 
-COOKIE_PATH = "/api/auth/upwork/callback"
+COOKIE_PATH = CALLBACK_PATH
 #: Consumed and expired flows are kept this long to tell "used twice" from "unknown".
 KEEP_AFTER_EXPIRY = timedelta(days=1)
 

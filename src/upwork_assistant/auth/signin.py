@@ -13,12 +13,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..db.engine import Database
 from ..db.models import ProfileSync, User, UserSession
 from ..security import audit
 from ..security.audit import RequestMeta
-from ..services import Services
 from ..upwork.errors import UpworkError
 from ..upwork.gate import priority as gate_priority
+from ..upwork.graphql import UpworkGraphQLClient
+from ..upwork.oauth import UpworkOAuthClient
 from ..upwork.profile import UpworkProfile, parse_profile
 from ..upwork.queries import PROFILE, fetch_granted
 from ..upwork.sync import (
@@ -29,7 +31,10 @@ from ..upwork.sync import (
     record_profile_change,
     store_freelancer,
 )
+from ..upwork.vault import TokenVault
 from .errors import AuthError
+from .mfa import MfaService
+from .sessions import SessionService
 
 
 @dataclass
@@ -50,65 +55,111 @@ class SignInResult:
 _SIGNIN_CODES = {"upwork_api_error": "profile_fetch_failed", "invalid_grant": "code_rejected"}
 
 
-async def complete_sign_in(
-    svc: Services, code: str, code_verifier: str, meta: RequestMeta
-) -> SignInResult:
-    try:
-        # Sign-ins go first when Upwork's budget is short (upwork/gate.py).
-        with gate_priority("signin"):
-            tokens = await svc.oauth.exchange_code(code, code_verifier)
+@dataclass
+class SignInService:
+    """A sign-in, in stages: Upwork's identity (the code for tokens, the profile), the
+    account (made or brought up to date, the tokens kept), then MFA when it is on (a
+    challenge, completed by :meth:`complete_mfa`), then the session. Whichever stage
+    finishes the sign-in returns a :class:`SignInResult`, and one piece of HTTP code
+    (api/routes/auth.py ``answer_sign_in``) turns it into cookies and a redirect or JSON."""
 
-            async def run(query: str) -> dict[str, Any]:
-                return await svc.graphql.execute(tokens.access_token, query, allow_partial=True)
+    db: Database
+    oauth: UpworkOAuthClient
+    graphql: UpworkGraphQLClient
+    vault: TokenVault
+    mfa: MfaService
+    sessions: SessionService
+    #: Where freelancers' portraits may come from (Settings.image_hosts).
+    image_hosts: tuple[str, ...]
 
-            # Whatever the key's scopes grant: only the user's id is indispensable; a
-            # refused email, photo or organization degrades a feature, never the sign-in.
-            fetched = await fetch_granted(run, PROFILE)
-        profile = parse_profile(fetched.data)
-        freelancer = freelancer_of(fetched, svc.sync.policy.image_hosts)
-    except UpworkError as exc:
-        raise AuthError(
-            _SIGNIN_CODES.get(exc.code, exc.code), exc.message, exc.upwork_message
-        ) from None
+    async def complete(self, code: str, code_verifier: str, meta: RequestMeta) -> SignInResult:
+        try:
+            # Sign-ins go first when Upwork's budget is short (upwork/gate.py).
+            with gate_priority("signin"):
+                tokens = await self.oauth.exchange_code(code, code_verifier)
 
-    async with svc.db.write() as db:
-        user, created, changed = await _upsert_user(db, profile, fetched.refused)
-        if user.blocked_at is not None:
-            raise AuthError("account_blocked")  # rolls back: nothing of this sign-in stays
-        changed += await store_freelancer(db, user.id, freelancer)
-        await svc.vault.store(
-            db,
-            user.id,
-            tokens,
-            organization_id=organization_id(fetched.data),
-            missing_grants=fetched.refused,
-            null_fields=fetched.nulled,
+                async def run(query: str) -> dict[str, Any]:
+                    return await self.graphql.execute(
+                        tokens.access_token, query, allow_partial=True
+                    )
+
+                # Whatever the key's scopes grant: only the user's id is indispensable; a
+                # refused email, photo or organization degrades a feature, never the sign-in.
+                fetched = await fetch_granted(run, PROFILE)
+            profile = parse_profile(fetched.data)
+            freelancer = freelancer_of(fetched, self.image_hosts)
+        except UpworkError as exc:
+            raise AuthError(
+                _SIGNIN_CODES.get(exc.code, exc.code), exc.message, exc.upwork_message
+            ) from None
+
+        async with self.db.write() as db:
+            user, created, changed = await _upsert_user(db, profile, fetched.refused)
+            if user.blocked_at is not None:
+                raise AuthError("account_blocked")  # rolls back: nothing of this sign-in stays
+            changed += await store_freelancer(db, user.id, freelancer)
+            await self.vault.store(
+                db,
+                user.id,
+                tokens,
+                organization_id=organization_id(fetched.data),
+                missing_grants=fetched.refused,
+                null_fields=fetched.nulled,
+            )
+            db.add(ProfileSync(user_id=user.id, trigger="signin", succeeded=True, changed=changed))
+            if created:
+                await audit.record(db, audit.ACCOUNT_CREATED, meta, user_id=user.id)
+            else:
+                await record_profile_change(db, user, changed, "signin", meta)
+            if user.mfa_enabled:
+                # Upwork's tokens are good and kept, but no session until the code is given.
+                challenge = await self.mfa.create_challenge(db, user.id)
+                await audit.record(db, audit.SIGNIN_MFA_REQUIRED, meta, user_id=user.id)
+                return SignInResult(user, created, mfa_challenge=challenge)
+            session, refresh = await self.start_session(db, user, meta, method="upwork")
+        log_refused(user.id, fetched, "signin")
+        return SignInResult(user, created, session, refresh)
+
+    async def complete_mfa(
+        self, challenge_cookie: str | None, code: str, meta: RequestMeta
+    ) -> SignInResult:
+        """The MFA stage of a sign-in: the code for the challenge this browser holds (a
+        TOTP code or a backup code), then the session. Raises AuthError (or MfaLocked)."""
+        challenge = await self.mfa.challenge(challenge_cookie)
+        method = await self.mfa.verify(challenge.user_id, code, meta, challenge.id)
+        async with self.db.write() as db:
+            if not await self.mfa.consume(db, challenge.id):
+                raise AuthError("mfa_challenge_missing")
+            user = await db.get(User, challenge.user_id)
+            if user is None:
+                raise AuthError("not_authenticated")
+            session, refresh = await self.start_session(db, user, meta, method=f"upwork+{method}")
+        return SignInResult(user, False, session, refresh)
+
+    async def start_session(
+        self, db: AsyncSession, user: User, meta: RequestMeta, method: str
+    ) -> tuple[UserSession, str]:
+        """Create the session that ends a successful sign-in (in the caller's transaction)."""
+        session, refresh = await self.sessions.create(db, user.id, meta)
+        await audit.record(db, audit.SESSION_CREATED, meta, user_id=user.id, session_id=session.id)
+        await audit.record(
+            db, audit.SIGNIN_SUCCEEDED, meta, user_id=user.id, session_id=session.id, method=method
         )
-        db.add(ProfileSync(user_id=user.id, trigger="signin", succeeded=True, changed=changed))
-        if created:
-            await audit.record(db, audit.ACCOUNT_CREATED, meta, user_id=user.id)
-        else:
-            await record_profile_change(db, user, changed, "signin", meta)
-        if user.mfa_enabled:
-            # Upwork's tokens are good and kept, but no session until the code is given.
-            challenge = await svc.mfa.create_challenge(db, user.id)
-            await audit.record(db, audit.SIGNIN_MFA_REQUIRED, meta, user_id=user.id)
-            return SignInResult(user, created, mfa_challenge=challenge)
-        session, refresh = await start_session(svc, db, user, meta, method="upwork")
-    log_refused(user.id, fetched, "signin")
-    return SignInResult(user, created, session, refresh)
+        return session, refresh
 
-
-async def start_session(
-    svc: Services, db: AsyncSession, user: User, meta: RequestMeta, method: str
-) -> tuple[UserSession, str]:
-    """Create the session that ends a successful sign-in (in the caller's transaction)."""
-    session, refresh = await svc.sessions.create(db, user.id, meta)
-    await audit.record(db, audit.SESSION_CREATED, meta, user_id=user.id, session_id=session.id)
-    await audit.record(
-        db, audit.SIGNIN_SUCCEEDED, meta, user_id=user.id, session_id=session.id, method=method
-    )
-    return session, refresh
+    async def record_failure(
+        self,
+        code: str,
+        meta: RequestMeta,
+        detail: str | None = None,
+        upwork_message: str | None = None,
+    ) -> None:
+        """A ``signin.failed`` record with our reason and, when Upwork said why, its words."""
+        extra: dict[str, str] = {"reason": detail} if detail else {}
+        if upwork_message:
+            extra["upwork_message"] = upwork_message
+        async with self.db.write() as db:
+            await audit.record(db, audit.SIGNIN_FAILED, meta, reason_code=code, **extra)
 
 
 async def _upsert_user(
@@ -129,18 +180,3 @@ async def _upsert_user(
         user = (await db.execute(query)).scalar_one()
         return user, False, apply_profile(user, profile, refused)
     return user, True, []
-
-
-async def record_failure(
-    svc: Services,
-    code: str,
-    meta: RequestMeta,
-    detail: str | None = None,
-    upwork_message: str | None = None,
-) -> None:
-    """A ``signin.failed`` record with our reason and, when Upwork said why, its words."""
-    extra: dict[str, str] = {"reason": detail} if detail else {}
-    if upwork_message:
-        extra["upwork_message"] = upwork_message
-    async with svc.db.write() as db:
-        await audit.record(db, audit.SIGNIN_FAILED, meta, reason_code=code, **extra)

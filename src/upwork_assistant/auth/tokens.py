@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from ..db.engine import Database
 from ..db.models import JwtSigningKey
 from ..db.types import utcnow
+from ..security.aad import jwt_key_aad
 from ..security.keys import KeyRing, Sealed
 
 ALGORITHM = "EdDSA"
@@ -158,14 +159,10 @@ class JwtKeyStore:
         self._issuer = issuer
         self._loaded_at = 0.0
 
-    @staticmethod
-    def _aad(kid: str) -> str:
-        return f"jwt-key:{kid}"
-
     def _row(self, key: Ed25519PrivateKey) -> JwtSigningKey:
         kid = key_id(key)
         raw = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-        sealed = self._keyring.encrypt(base64.b64encode(raw).decode(), aad=self._aad(kid))
+        sealed = self._keyring.encrypt(base64.b64encode(raw).decode(), aad=jwt_key_aad(kid))
         return JwtSigningKey(kid=kid, private_kid=sealed.key_id, private_ct=sealed.ciphertext)
 
     async def load(self) -> None:
@@ -187,7 +184,7 @@ class JwtKeyStore:
         keys = []
         for row in rows:
             raw = self._keyring.decrypt(
-                Sealed(row.private_kid, row.private_ct), aad=self._aad(row.kid)
+                Sealed(row.private_kid, row.private_ct), aad=jwt_key_aad(row.kid)
             )
             keys.append(Ed25519PrivateKey.from_private_bytes(base64.b64decode(raw)))
         self._issuer.use_keys(keys)

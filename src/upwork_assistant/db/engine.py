@@ -28,9 +28,9 @@ def _lower(value: object) -> object:
 
 def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     # Let SQLAlchemy's "begin" event below emit BEGIN itself (the pysqlite recipe).
-    dbapi_conn.isolation_level = None  # type: ignore[attr-defined]
+    dbapi_conn.isolation_level = None
     # SQLite's lower() knows only ASCII; PostgreSQL's knows Unicode: make them agree.
-    dbapi_conn.create_function("lower", 1, _lower, deterministic=True)  # type: ignore[attr-defined]
+    dbapi_conn.create_function("lower", 1, _lower, deterministic=True)
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -127,16 +127,18 @@ class Database:
                 Session(bind=conn, expire_on_commit=False) as session,
             ):
                 return session.execute(statement).one_or_none()
-        async with self.engine.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            async with AsyncSession(bind=conn, expire_on_commit=False) as session:
-                return (await session.execute(statement)).one_or_none()
+        async with self.engine.connect() as aconn:
+            await aconn.execution_options(isolation_level="AUTOCOMMIT")
+            async with AsyncSession(bind=aconn, expire_on_commit=False) as asession:
+                return (await asession.execute(statement)).one_or_none()
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """One write transaction: committed when the block ends, rolled back on error."""
         async with self.sessionmaker() as session, session.begin():
-            await session.connection(execution_options={IMMEDIATE: True})
+            # Our own option (read by the "begin" listener above): not in SQLAlchemy's
+            # typed set of execution options.
+            await session.connection(execution_options={IMMEDIATE: True})  # type: ignore[misc]
             yield session
 
     async def ping(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -90,6 +91,14 @@ class User(Base):
         return ["admin", "user"] if self.role == "admin" else ["user"]
 
 
+class ConnectionStatus(StrEnum):
+    """``upwork_connections.status``: the stored tokens work, or Upwork refused them and
+    the user must sign in with Upwork again."""
+
+    ACTIVE = "active"
+    NEEDS_REAUTH = "needs_reauth"
+
+
 class UpworkConnection(Base):
     """The user's Upwork tokens, each encrypted (AEAD) with the key id stored beside it."""
 
@@ -106,7 +115,7 @@ class UpworkConnection(Base):
     scope: Mapped[str | None] = mapped_column(String(1024))
     access_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     refresh_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    status: Mapped[str] = mapped_column(String(32), default="active")
+    status: Mapped[str] = mapped_column(String(32), default=ConnectionStatus.ACTIVE.value)
     organization_id: Mapped[str | None] = mapped_column(String(64))
     #: ``Type.field`` names the API key's scopes refused at the last fetch, and when.
     missing_grants: Mapped[list[str]] = mapped_column(JSON, default=list)

@@ -327,12 +327,12 @@ async def verify(
                     report.legacy += 1
                 else:
                     report.problems.append(f"record {event.id}: edited or forged")
-            marker = anonymised_by.get(event.id)
+            covering = anonymised_by.get(event.id)
             who = (event.user_id, event.session_id, event.ip, event.user_agent)
             if event.anonymised_at is None:
-                if marker is not None:
+                if covering is not None:
                     report.problems.append(
-                        f"record {event.id}: anonymised by record {marker.id} but its "
+                        f"record {event.id}: anonymised by record {covering.id} but its "
                         "anonymisation was undone"
                     )
                 elif pii_digest(event) != digest:
@@ -342,10 +342,11 @@ async def verify(
                     report.problems.append(
                         f"record {event.id}: who/where fields were edited (anonymised record)"
                     )
-                if marker is not None:
-                    if event.anonymised_at != marker.created_at:
+                if covering is not None:
+                    if event.anonymised_at != covering.created_at:
                         report.problems.append(
-                            f"record {event.id}: anonymisation time differs from record {marker.id}"
+                            f"record {event.id}: anonymisation time differs from record "
+                            f"{covering.id}"
                         )
                 elif version >= 2:
                     # Version 1 rows anonymised before anonymisations were chained cannot
@@ -354,9 +355,9 @@ async def verify(
                         f"record {event.id}: marked anonymised, but no chained "
                         "anonymisation covers it"
                     )
-            cp = by_event.get(event.id)
-            if cp is not None and cp.chain_hash != event.chain_hash:
-                report.problems.append(f"record {event.id}: does not match checkpoint {cp.id}")
+            at = by_event.get(event.id)
+            if at is not None and at.chain_hash != event.chain_hash:
+                report.problems.append(f"record {event.id}: does not match checkpoint {at.id}")
             expected_prev = event.chain_hash
             last_id = event.id
     if checkpoints and checkpoints[-1].event_id > last_id:

@@ -12,14 +12,17 @@ from limits import RateLimitItem, parse_many
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
+from ..errors import AppError
 
-class RateLimitExceeded(Exception):
+
+class RateLimitExceeded(AppError):
     """A client went over one of our limits: 429 with Retry-After."""
 
     def __init__(self, retry_after: float, message: str = "Too many requests.") -> None:
-        super().__init__(message)
-        self.message = message
         self.retry_after = max(1, int(retry_after + 0.999))
+        super().__init__(
+            "rate_limited", message, 429, headers={"Retry-After": str(self.retry_after)}
+        )
 
 
 class Budget:
@@ -38,11 +41,11 @@ class RateLimiter:
 
     def __init__(self, storage_uri: str = "async+memory://") -> None:
         self._storage = storage_from_string(storage_uri)
-        self._strategy = MovingWindowRateLimiter(self._storage)  # type: ignore[arg-type]
+        self._strategy = MovingWindowRateLimiter(self._storage)
 
     async def ping(self) -> bool:
         try:
-            return bool(await self._storage.check())
+            return bool(await self._storage.check())  # type: ignore[misc]
         except Exception:  # unreachable storage: not ready
             return False
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import re
 
-REDACTED_PATHS = ("/api/auth/upwork/callback",)
+from ..config import CALLBACK_PATH
+
+REDACTED_PATHS = (CALLBACK_PATH,)
 _SECRET_PARAMS = re.compile(
     r"(?i)\b(code|state|access_token|refresh_token|client_secret|code_verifier)=[^&\s\"]*"
 )
@@ -20,11 +22,17 @@ def redact_url(path_with_query: str) -> str:
 
 class AccessLogRedactor(logging.Filter):
     """For uvicorn's access logger, whose args are
-    (client_addr, method, full_path, http_version, status_code)."""
+    (client_addr, method, full_path, http_version, status_code). Also set on the root
+    handler (upwork_assistant.logs), where it leaves other loggers' records alone."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
-        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+        if (
+            record.name == "uvicorn.access"
+            and isinstance(args, tuple)
+            and len(args) >= 3
+            and isinstance(args[2], str)
+        ):
             record.args = (*args[:2], redact_url(args[2]), *args[3:])
         return True
 

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.engine import Database
 from ..db.models import JwtSigningKey, UpworkConnection, User, UserSession
+from .aad import jwt_key_aad, mfa_secret_aad, upwork_token_aad
 from .keys import DecryptionError, KeyRing, Sealed
 
 
@@ -34,24 +35,28 @@ class CipherColumn:
         return f"{self.model.__tablename__}.{self.ct}"
 
 
+#: Every ciphertext column of the database, with the AAD its writer sealed it with (one
+#: function of ``security/aad.py`` per kind). A new kind of ciphertext must be listed here,
+#: or ``keys rotate`` leaves it on the old key (``tests/test_aad.py`` checks).
 COLUMNS = [
     CipherColumn(
         UpworkConnection,
         "user_id",
         "access_token_kid",
         "access_token_ct",
-        lambda r: f"upwork-token:{r.user_id}:access",
+        lambda r: upwork_token_aad(r.user_id, "access"),
     ),
     CipherColumn(
         UpworkConnection,
         "user_id",
         "refresh_token_kid",
         "refresh_token_ct",
-        lambda r: f"upwork-token:{r.user_id}:refresh",
+        lambda r: upwork_token_aad(r.user_id, "refresh"),
     ),
-    CipherColumn(User, "id", "mfa_secret_kid", "mfa_secret_ct", lambda r: f"mfa-secret:{r.id}"),
-    CipherColumn(User, "id", "mfa_pending_kid", "mfa_pending_ct", lambda r: f"mfa-secret:{r.id}"),
-    CipherColumn(JwtSigningKey, "kid", "private_kid", "private_ct", lambda r: f"jwt-key:{r.kid}"),
+    # The pending secret shares the active one's AAD: confirming moves the ciphertext as is.
+    CipherColumn(User, "id", "mfa_secret_kid", "mfa_secret_ct", lambda r: mfa_secret_aad(r.id)),
+    CipherColumn(User, "id", "mfa_pending_kid", "mfa_pending_ct", lambda r: mfa_secret_aad(r.id)),
+    CipherColumn(JwtSigningKey, "kid", "private_kid", "private_ct", lambda r: jwt_key_aad(r.kid)),
     # The refresh grace pair lives a few seconds: cleared, not re-encrypted.
     CipherColumn(UserSession, "id", "grace_kid", "grace_ct", None),
 ]
@@ -102,6 +107,7 @@ async def reencrypt(database: Database, ring: KeyRing, batch: int = 200) -> Rota
                     break
                 for row in rows:
                     old_kid, old_ct = getattr(row, col.kid), getattr(row, col.ct)
+                    values: dict[str, str | bytes | None]
                     if col.aad is None:
                         values = {col.kid: None, col.ct: None}
                     else:

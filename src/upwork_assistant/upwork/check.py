@@ -206,8 +206,8 @@ async def _authorize(
                 "the browser on its own page instead of redirecting back)"
             )
             return None
-        error = (query.get("error") or [None])[0]
-        if (query.get("state") or [None])[0] != state:
+        error = next(iter(query.get("error") or []), None)
+        if next(iter(query.get("state") or []), None) != state:
             report.problems.append("the callback's state does not match the request")
             return None
         if error:

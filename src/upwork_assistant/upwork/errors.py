@@ -7,6 +7,8 @@ message never contains a token or an authorization code.
 
 from __future__ import annotations
 
+from ..errors import AppError
+
 #: Longest piece of Upwork's own error text we keep (logs, security-log details).
 UPWORK_MESSAGE_MAX = 500
 
@@ -20,20 +22,14 @@ def upwork_text(value: object) -> str | None:
     return " ".join(printable.split())[:UPWORK_MESSAGE_MAX] or None
 
 
-class UpworkError(Exception):
+class UpworkError(AppError):
+    """Talking to Upwork failed; ``upwork_message`` is what Upwork itself said, when it
+    said anything (GraphQL errors, OAuth errors)."""
+
     def __init__(
         self, code: str, message: str, status: int = 502, upwork_message: str | None = None
     ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
-        #: What Upwork itself said, when it said anything (GraphQL errors, OAuth errors).
-        self.upwork_message = upwork_message
-
-    @property
-    def headers(self) -> dict[str, str] | None:
-        return None
+        super().__init__(code, message, status, upwork_message=upwork_message)
 
 
 class UpworkUnavailable(UpworkError):

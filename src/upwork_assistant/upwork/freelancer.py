@@ -117,24 +117,24 @@ def https_url(value: Any, hosts: Iterable[str]) -> str | None:
     sandbox's own origin may be in ``hosts`` as ``http://host:port``."""
     if not isinstance(value, str) or len(value) > URL_MAX:
         return None
-    value = value.strip()
+    url: str = value.strip()
     try:
-        parts = urlsplit(value)
+        parts = urlsplit(url)
         port = parts.port
     except ValueError:
         return None
-    if parts.username or parts.password or not parts.hostname or _UNSAFE.search(value):
+    if parts.username or parts.password or not parts.hostname or _UNSAFE.search(url):
         return None
     host = parts.hostname.lower()
     origin = f"{parts.scheme}://{host}" + (f":{port}" if port else "")
     for allowed in hosts:
         if allowed.startswith(("http://", "https://")):
             if origin == allowed.rstrip("/"):
-                return value
+                return url
         elif parts.scheme == "https" and (
             host == allowed or (allowed.startswith("*.") and host.endswith(allowed[1:]))
         ):
-            return value
+            return url
     return None
 
 

@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, delete, or_, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.engine import Database
@@ -39,6 +39,7 @@ from ..db.models import FreelancerProfileCache, ProfileSync, UpworkConnection, U
 from ..db.types import utcnow
 from ..security import audit
 from ..security.audit import RequestMeta
+from ..security.ratelimit import Budget, RateLimitExceeded
 from .api import UpworkAPI
 from .errors import UpworkError, UpworkRateLimited
 from .freelancer import (
@@ -51,6 +52,7 @@ from .freelancer import (
 )
 from .profile import UpworkProfile, parse_profile
 from .queries import FREELANCER_PARTS, PROFILE, Fetched, features_of, fetch_granted
+from .vault import ACTIVE
 
 log = structlog.get_logger("upwork_assistant.sync")
 
@@ -175,6 +177,27 @@ def log_refused(user_id: str | None, fetched: Fetched, trigger: str) -> None:
         log.warning("upwork_null_fields", user_id=user_id, trigger=trigger, fields=fetched.nulled)
 
 
+def grants_of(conn: UpworkConnection | None) -> dict[str, Any]:
+    """What the API key's scopes refused at the last fetch, in words an operator acts on."""
+    refused = list(conn.missing_grants or []) if conn is not None else []
+    features = features_of(refused)
+    checked = conn.grants_checked_at if conn is not None else None
+    return {
+        "missing_fields": refused,
+        "missing_features": features,
+        "checked_at": checked.isoformat() if checked is not None else None,
+        "message": (
+            "This installation's Upwork API key does not grant access to: "
+            + ", ".join(features)
+            + " (the fields are in missing_fields). The operator can add the missing "
+            "permissions to the key on Upwork (docs/upwork-setup.md); "
+            "`upwork-assistant upwork check` lists them."
+        )
+        if refused
+        else None,
+    }
+
+
 @dataclass(frozen=True)
 class SyncPolicy:
     interval: timedelta = timedelta(hours=6)  # content older than this is fetched on use
@@ -295,6 +318,36 @@ class ProfileSyncService:
             upwork_message=exc.upwork_message,
         )
 
+    async def connection(self, user_id: str) -> UpworkConnection | None:
+        async with self._db.session() as db:
+            return await db.get(UpworkConnection, user_id)
+
+    async def last_sync(self, user_id: str) -> ProfileSync | None:
+        async with self._db.session() as db:
+            return (
+                await db.execute(
+                    select(ProfileSync)
+                    .where(ProfileSync.user_id == user_id)
+                    .order_by(ProfileSync.started_at.desc(), ProfileSync.id.desc())
+                    .limit(1)
+                )
+            ).scalar_one_or_none()
+
+    def due_on_use(self, user: User, conn: UpworkConnection | None) -> bool:
+        """The user is using the product: is their Upwork content to be fetched again
+        (stale, and a working connection to fetch it with)?"""
+        return conn is not None and conn.status == ACTIVE and self.is_stale(user)
+
+    async def sync_requested(
+        self, budget: Budget, user_id: str, meta: RequestMeta | None
+    ) -> User:
+        """A sync the user asked for: within their share of the Upwork budget
+        (RateLimitExceeded beyond it), then from Upwork (UpworkError when that fails)."""
+        retry_after = await budget.hit(user_id)
+        if retry_after:
+            raise RateLimitExceeded(retry_after, "Too many sync requests. Please wait a moment.")
+        return await self.sync(user_id, "manual", meta)
+
     async def freelancer(self, user_id: str, missing_grants: list[str]) -> FreelancerView:
         """The kept freelancer profile and what of it the key's scopes refuse."""
         async with self._db.session() as db:
@@ -377,8 +430,7 @@ class ProfileSyncService:
                 .execution_options(synchronize_session=False)
             )
         purged = sum(
-            int(result.rowcount or 0)  # type: ignore[attr-defined]
-            for result in (identity, email, freelancer)
+            int(getattr(result, "rowcount", 0) or 0) for result in (identity, email, freelancer)
         )
         if purged:
             log.info("upwork_content_purged", groups=purged)

@@ -32,9 +32,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.engine import Database
-from ..db.models import UpworkConnection
+from ..db.models import ConnectionStatus, UpworkConnection
 from ..db.types import utcnow
 from ..security import audit
+from ..security.aad import upwork_token_aad
 from ..security.keys import DecryptionError, KeyRing, Sealed
 from . import metrics
 from .errors import UpworkError, UpworkInvalidGrant, UpworkReauthRequired, UpworkUnavailable
@@ -42,12 +43,8 @@ from .oauth import TokenSet, UpworkOAuthClient
 
 log = structlog.get_logger("upwork_assistant.upwork")
 
-ACTIVE = "active"
-NEEDS_REAUTH = "needs_reauth"
-
-
-def _aad(user_id: str, field: str) -> str:
-    return f"upwork-token:{user_id}:{field}"
+ACTIVE = ConnectionStatus.ACTIVE
+NEEDS_REAUTH = ConnectionStatus.NEEDS_REAUTH
 
 
 class TokensUnreadable(Exception):
@@ -96,9 +93,9 @@ class TokenVault:
 
     def _sealed(self, user_id: str, tokens: TokenSet) -> dict[str, Any]:
         """The columns of a token pair, each token encrypted and bound to user and field."""
-        access = self._keyring.encrypt(tokens.access_token, aad=_aad(user_id, "access"))
+        access = self._keyring.encrypt(tokens.access_token, aad=upwork_token_aad(user_id, "access"))
         refresh = (
-            self._keyring.encrypt(tokens.refresh_token, aad=_aad(user_id, "refresh"))
+            self._keyring.encrypt(tokens.refresh_token, aad=upwork_token_aad(user_id, "refresh"))
             if tokens.refresh_token
             else None
         )
@@ -167,13 +164,13 @@ class TokenVault:
         try:
             access = self._keyring.decrypt(
                 Sealed(conn.access_token_kid, conn.access_token_ct),
-                aad=_aad(conn.user_id, "access"),
+                aad=upwork_token_aad(conn.user_id, "access"),
             )
             refresh = None
             if conn.refresh_token_kid and conn.refresh_token_ct:
                 refresh = self._keyring.decrypt(
                     Sealed(conn.refresh_token_kid, conn.refresh_token_ct),
-                    aad=_aad(conn.user_id, "refresh"),
+                    aad=upwork_token_aad(conn.user_id, "refresh"),
                 )
         except DecryptionError as exc:
             raise TokensUnreadable(str(exc)) from None

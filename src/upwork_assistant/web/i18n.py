@@ -112,7 +112,7 @@ def parse_accept_language(header: str | None) -> list[str]:
 def negotiate(chosen: str | None, accept_language: str | None) -> str:
     """The user's own choice, else the first supported language the browser asks for."""
     if chosen in LOCALES:
-        return chosen  # type: ignore[return-value]
+        return chosen
     for tag in parse_accept_language(accept_language):
         primary = tag.split("-")[0].split("_")[0].lower()
         if primary in LOCALES:

@@ -17,7 +17,8 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from ..config import SANDBOX_PREFIX, Settings
+from ..api.deps import is_browser
+from ..config import Settings
 from ..upwork.freelancer import Money
 from .i18n import (
     LANGUAGE_CODES,
@@ -133,7 +134,7 @@ class PageFormatter(Formatter):
         """The country's name in the page's language (from its ISO code), else Upwork's."""
         if code:
             translated = self.babel_locale.territories.get(code.upper())
-            if translated:
+            if isinstance(translated, str) and translated:
                 return translated
         return name or ""
 
@@ -141,7 +142,7 @@ class PageFormatter(Formatter):
         """A spoken language's name in the page's language, else Upwork's English name."""
         if code:
             translated = self.babel_locale.languages.get(code.lower())
-            if translated:
+            if isinstance(translated, str) and translated:
                 return translated[:1].upper() + translated[1:]
         return name
 
@@ -270,17 +271,6 @@ def error_page(
         )
 
 
-#: API addresses a browser navigates to itself ("Sign in with Upwork", Upwork's return).
-BROWSER_API_PATHS = ("/api/auth/upwork/authorize", "/api/auth/upwork/callback")
-
-
 def wants_html(request: Request) -> bool:
-    """A browser navigating to a page (not the JSON API, not the sandbox)."""
-    if "text/html" not in request.headers.get("accept", ""):
-        return False
-    path = request.url.path
-    if path in BROWSER_API_PATHS:
-        return request.method == "GET"
-    return not (
-        path.startswith(("/api/", SANDBOX_PREFIX)) or path in {"/healthz", "/readyz", "/metrics"}
-    )
+    """A person's browser (the one rule of api/deps.py: is_browser)."""
+    return is_browser(request)

@@ -10,29 +10,25 @@ from typing import Any
 from fastapi import APIRouter, BackgroundTasks, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from ..auth.account_routes import (
-    delete_account_of,
-    end_other_sessions_after_mfa_change,
-    revoke_other_sessions,
-    revoke_session,
-)
-from ..auth.deps import (
+from ..api.cookies import clear_session_cookies, safe_next
+from ..api.deps import (
+    SIGNED_IN_PAGES,
     AdminDep,
     MetaDep,
     OptionalPrincipalDep,
     PrincipalDep,
     ServicesDep,
+    refresh_on_use,
     same_origin,
 )
 from ..auth.errors import REASONS, AuthError, reason
-from ..auth.routes import clear_session_cookies, safe_next
 from ..auth.sessions import user_agent_parts
 from ..security import audit
+from ..security.events import query_events, search_users, security_stats
 from ..security.ratelimit import RateLimitExceeded
-from ..security.routes import query_events, search_users, security_stats, set_blocked
 from ..upwork.errors import UpworkError
 from ..upwork.queries import FREELANCER_PARTS
-from ..upwork.routes import connection_of, last_sync, missing_json, refresh_on_use, sync_now
+from ..upwork.sync import grants_of
 from ..upwork.vault import ACTIVE
 from .i18n import (
     LANG_COOKIE,
@@ -44,7 +40,10 @@ from .i18n import (
 )
 from .render import preferences, render
 
-router = APIRouter(include_in_schema=False)
+#: Pages and forms for anybody: the language and theme choice, the MFA step of a sign-in.
+public_router = APIRouter(include_in_schema=False)
+#: Everything else: a signed-in person's pages and forms (CSRF on every form post).
+router = APIRouter(include_in_schema=False, dependencies=SIGNED_IN_PAGES)
 
 #: Messages of the pages' own outcomes (``?notice=``), translated where shown.
 NOTICES = {
@@ -153,7 +152,7 @@ def _events(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------ preferences
 
 
-@router.post("/preferences")
+@public_router.post("/preferences")
 async def set_preferences(
     request: Request,
     svc: ServicesDep,
@@ -211,11 +210,11 @@ async def index(
             },
         )
     user_id = principal.user.id
-    connection = await connection_of(svc, user_id)
+    connection = await svc.sync.connection(user_id)
     # After the page is sent: stale Upwork content is fetched again for the next view.
-    refreshing = refresh_on_use(svc, principal.user, connection, background)
-    events = await query_events(svc, user_id=user_id, limit=8, with_user=False)
-    grants = missing_json(connection)
+    refreshing = refresh_on_use(svc.sync, principal.user, connection, background)
+    events = await query_events(svc.db, user_id=user_id, limit=8, with_user=False)
+    grants = grants_of(connection)
     return render(
         request,
         "dashboard.html",
@@ -228,7 +227,7 @@ async def index(
             "grants": grants,
             # What the key refuses of the account (the profile card says its own part).
             "account_missing": [f for f in grants["missing_features"] if f not in FREELANCER_PARTS],
-            "last_sync": await last_sync(svc, user_id),
+            "last_sync": await svc.sync.last_sync(user_id),
             "sync_triggers": SYNC_TRIGGERS,
             "events": _events(events["items"]),
             "csrf_token": svc.csrf.token_for(principal.session.id),
@@ -243,7 +242,7 @@ async def index(
 async def profile_sync(svc: ServicesDep, principal: PrincipalDep, meta: MetaDep) -> Response:
     """ "Sync now" on the dashboard: the same sync as POST /api/upwork/profile/sync."""
     try:
-        await sync_now(svc, principal.user.id, meta)
+        await svc.sync.sync_requested(svc.sync_budget, principal.user.id, meta)
     except RateLimitExceeded:
         return _redirect("/?error=sync_rate_limited")
     except UpworkError as exc:
@@ -251,7 +250,7 @@ async def profile_sync(svc: ServicesDep, principal: PrincipalDep, meta: MetaDep)
     return _redirect("/?notice=synced")
 
 
-@router.get("/mfa", response_class=HTMLResponse)
+@public_router.get("/mfa", response_class=HTMLResponse)
 async def mfa_page(request: Request, svc: ServicesDep, error: str | None = None) -> Response:
     """The second step of a sign-in with MFA on."""
     try:
@@ -343,7 +342,9 @@ async def security_mfa_verify(
     principal.user.mfa_enabled = True
     notice = NOTICES["mfa_enabled"]
     if revoke_other_sessions:
-        await end_other_sessions_after_mfa_change(svc, principal, meta, "enabled")
+        await svc.accounts.end_other_sessions_after_mfa_change(
+            principal.user.id, principal.session.id, meta, "enabled"
+        )
         notice = NOTICES["mfa_enabled_others_revoked"]
     return await _security_page(request, svc, principal, backup_codes=codes, notice=notice)
 
@@ -363,7 +364,9 @@ async def security_mfa_backup_codes(
         return _back(exc)
     notice = NOTICES["backup_codes_regenerated"]
     if revoke_other_sessions:
-        await end_other_sessions_after_mfa_change(svc, principal, meta, "backup_codes")
+        await svc.accounts.end_other_sessions_after_mfa_change(
+            principal.user.id, principal.session.id, meta, "backup_codes"
+        )
         notice = NOTICES["backup_codes_regenerated_others_revoked"]
     return await _security_page(request, svc, principal, backup_codes=codes, notice=notice)
 
@@ -381,7 +384,9 @@ async def security_mfa_disable(
     except AuthError as exc:
         return _back(exc)
     if revoke_other_sessions:
-        await end_other_sessions_after_mfa_change(svc, principal, meta, "disabled")
+        await svc.accounts.end_other_sessions_after_mfa_change(
+            principal.user.id, principal.session.id, meta, "disabled"
+        )
         return _redirect("/security?notice=mfa_disabled_others_revoked")
     return _redirect("/security?notice=mfa_disabled")
 
@@ -390,7 +395,7 @@ async def security_mfa_disable(
 async def security_revoke(
     session_id: str, svc: ServicesDep, principal: PrincipalDep, meta: MetaDep
 ) -> Response:
-    if not await revoke_session(svc, principal, session_id, meta):
+    if not await svc.accounts.revoke_session(principal.user.id, session_id, meta):
         return _back("session_not_found")
     if session_id == principal.session.id:
         return _redirect("/?notice=signed_out")
@@ -401,7 +406,7 @@ async def security_revoke(
 async def security_revoke_others(
     svc: ServicesDep, principal: PrincipalDep, meta: MetaDep
 ) -> Response:
-    await revoke_other_sessions(svc, principal, meta)
+    await svc.accounts.revoke_other_sessions(principal.user.id, principal.session.id, meta)
     return _redirect("/security?notice=others_revoked")
 
 
@@ -437,7 +442,7 @@ async def account_delete(
     if confirm != "yes":
         return _back("confirm_required", "/account")
     try:
-        await delete_account_of(svc, principal, code, meta)
+        await svc.accounts.delete_account(principal.user, code, meta)
     except AuthError as exc:
         return _back(exc, "/account")
     response = _redirect("/?notice=account_deleted")
@@ -483,12 +488,12 @@ async def admin_page(
         # ADMIN_REQUIRE_MFA, as require_admin enforces on the admin API and forms; the page
         # sends the admin to where MFA is turned on rather than to a bare 403.
         return _back("admin_mfa_required")
-    users = await search_users(svc, (q or "")[:200] or None, 100, 0)
+    users = await search_users(svc.db, (q or "")[:200] or None, 100, 0)
     event_type = type if type in EVENT_LABELS else None
     before_id = int(before) if before and before.isdigit() and len(before) < 19 else None
     start, end = _day(since), _day(until, end=True)
     log = await query_events(
-        svc,
+        svc.db,
         user_id=(user_id or "")[:36] or None,
         event_type=event_type,
         since=start,
@@ -509,7 +514,7 @@ async def admin_page(
         {
             "user": principal.user,
             "csrf_token": svc.csrf.token_for(principal.session.id),
-            "stats": await security_stats(svc),
+            "stats": await security_stats(svc.db),
             "users": users["items"],
             "total": users["total"],
             "q": q or "",
@@ -533,7 +538,7 @@ async def admin_block(
     reason: str = Form(min_length=1, max_length=500),
 ) -> Response:
     try:
-        await set_blocked(svc, admin.user, user_id, reason, meta)
+        await svc.accounts.set_blocked(admin.user, user_id, reason, meta)
     except AuthError as exc:
         return _back(exc, "/admin")
     return _redirect("/admin?notice=blocked")
@@ -542,7 +547,7 @@ async def admin_block(
 @router.post("/admin/users/{user_id}/unblock")
 async def admin_unblock(user_id: str, svc: ServicesDep, admin: AdminDep, meta: MetaDep) -> Response:
     try:
-        await set_blocked(svc, admin.user, user_id, None, meta)
+        await svc.accounts.set_blocked(admin.user, user_id, None, meta)
     except AuthError as exc:
         return _back(exc, "/admin")
     return _redirect("/admin?notice=unblocked")

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from logging.config import fileConfig
 
 from alembic import context
 from sqlalchemy.engine import Connection
@@ -10,6 +12,12 @@ from upwork_assistant.db.models import Base
 
 config = context.config
 target_metadata = Base.metadata
+
+# Run from the app (`upwork-assistant db upgrade`), logging is already the app's one JSON
+# configuration (upwork_assistant.logs) and Alembic's lines go through it. Only when run
+# by the `alembic` command with an ini file and no logging yet does that file set it up.
+if config.config_file_name is not None and not logging.getLogger().handlers:
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 
 def _run(connection: Connection) -> None:

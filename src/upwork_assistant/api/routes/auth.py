@@ -6,147 +6,66 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
-from starlette.background import BackgroundTask
 
-from ..db.models import User, UserSession
-from ..security import audit
-from ..services import Services
-from ..upwork.errors import upwork_text
-from .deps import (
-    ACCESS_FORBIDDEN,
-    CSRF_REJECTED,
+from ...auth.errors import AuthError
+from ...auth.flow import COOKIE_PATH
+from ...auth.signin import SignInResult
+from ...security import audit
+from ...services import Services
+from ...upwork.errors import upwork_text
+from ..cookies import (
+    binding_cookie,
+    clear_session_cookies,
+    private_cookie,
+    safe_next,
+    set_session_cookies,
+    signed_in_response,
+    user_json,
+)
+from ..deps import (
+    SIGNED_IN_API,
     MetaDep,
     OptionalPrincipalDep,
     PrincipalDep,
     ServicesDep,
     audit_refusal,
-    audit_refusal_quietly,
     is_browser,
     presented_csrf,
     same_origin,
     signin_rate_limit,
 )
-from .errors import AuthError
-from .flow import COOKIE_PATH
-from .mfa import MfaLocked
-from .signin import complete_sign_in, record_failure, start_session
+from ..errors import error_json, error_response
+from ..schemas import (
+    SIGNED_IN_SECURITY,
+    AuthorizeOut,
+    JwksOut,
+    MfaCodeBody,
+    MfaRequiredOut,
+    SignedInOut,
+    SignedOutOut,
+    SignInCompletedOut,
+    UserOut,
+    errors,
+    redirect,
+)
 
 router = APIRouter()
-REFRESH_PATH = "/api/auth"
+#: The routes of a signed-in session (who am I, sign out).
+session_router = APIRouter(dependencies=[*SIGNED_IN_API, *SIGNED_IN_SECURITY])
 #: MFA errors after which the /mfa page can simply take another code.
 MFA_RETRYABLE = frozenset({"mfa_invalid_code", "mfa_code_format", "mfa_code_reused", "mfa_locked"})
 
 
-def user_json(user: User) -> dict[str, Any]:
-    return {
-        "id": user.id,
-        "upwork_id": user.upwork_id,
-        "name": user.display_name,
-        "email": user.email,
-        "mfa_enabled": user.mfa_enabled,
-        "roles": user.roles,
-        "profile_synced_at": user.profile_synced_at.isoformat() if user.profile_synced_at else None,
-    }
-
-
-#: Refusals that go to the security log (aggregated per client a minute), by reason code:
-#: every AuthError with one of these codes becomes an answer here, wherever it was raised
-#: (authenticate's CSRF check, require_admin, the admin page, refresh and sign-out).
-AUDITED_REFUSALS = {"csrf_failed": CSRF_REJECTED, "forbidden": ACCESS_FORBIDDEN}
-
-
-def error_response(request: Request, exc: AuthError) -> Response:
-    """A browser goes back to the sign-in page with the reason; an API client gets JSON."""
-    response: Response
-    if is_browser(request):
-        response = RedirectResponse(f"/?error={exc.code}", status_code=303)
-    else:
-        response = JSONResponse({"error": exc.code, "message": exc.message}, status_code=exc.status)
-    event = AUDITED_REFUSALS.get(exc.code)
-    if event is not None:
-        # Recorded after the answer has gone: a refusal costs the refused no waiting.
-        response.background = BackgroundTask(
-            audit_refusal_quietly, request, request.app.state.services, event
-        )
-    return response
-
-
-def binding_cookie(svc: Services) -> str:
-    """The session binding cookie's name: beside the refresh cookie (same prefix, path)."""
-    return svc.settings.cookies.refresh.replace("refresh_token", "session_binding")
-
-
-def _private_cookie(svc: Services) -> dict[str, Any]:
-    """Attributes of our HttpOnly cookies: SameSite=Lax, Secure when served over https."""
-    return {"httponly": True, "samesite": "lax", "secure": svc.settings.cookie_secure}
-
-
-def set_session_cookies(
-    response: Response, svc: Services, session: UserSession, access_token: str, refresh_token: str
-) -> None:
-    session_age = int(svc.sessions.ttl.total_seconds())
-    private = _private_cookie(svc)
-    response.set_cookie(
-        svc.settings.cookies.access, access_token, max_age=svc.jwt.ttl, path="/", **private
-    )
-    response.set_cookie(
-        svc.settings.cookies.refresh,
-        refresh_token,
-        max_age=session_age,
-        path=REFRESH_PATH,
-        **private,
-    )
-    # Only this browser holds it: within the grace window it tells a racing tab of ours
-    # from someone replaying a copied refresh token (sessions.py).
-    response.set_cookie(
-        binding_cookie(svc),
-        svc.sessions.binding_for(session.id),
-        max_age=session_age,
-        path=REFRESH_PATH,
-        **private,
-    )
-    # Readable by the page's script, which echoes it in X-CSRF-Token.
-    response.set_cookie(
-        svc.settings.cookies.csrf,
-        svc.csrf.token_for(session.id),
-        max_age=session_age,
-        path="/",
-        **{**private, "httponly": False},
-    )
-
-
-def signed_in_response(
-    svc: Services,
-    user: User,
-    session: UserSession,
-    refresh_token: str,
-    access_token: str | None = None,
-    **extra: Any,
-) -> JSONResponse:
-    """JSON for an API client: the user and a Bearer access token, plus the cookies."""
-    access = access_token or svc.jwt.issue(user.id, session.id)[0]
-    response = JSONResponse(
-        {
-            "user": user_json(user),
-            **extra,
-            "access_token": access,
-            "token_type": "Bearer",
-            "expires_in": svc.jwt.ttl,
-        }
-    )
-    set_session_cookies(response, svc, session, access, refresh_token)
-    return response
-
-
-def clear_session_cookies(response: Response, svc: Services) -> None:
-    private = _private_cookie(svc)
-    response.delete_cookie(svc.settings.cookies.access, path="/", **private)
-    response.delete_cookie(svc.settings.cookies.refresh, path=REFRESH_PATH, **private)
-    response.delete_cookie(binding_cookie(svc), path=REFRESH_PATH, **private)
-    response.delete_cookie(svc.settings.cookies.csrf, path="/", **{**private, "httponly": False})
-
-
-@router.get("/api/auth/upwork/authorize", tags=["auth"], dependencies=[Depends(signin_rate_limit)])
+@router.get(
+    "/api/auth/upwork/authorize",
+    tags=["auth"],
+    dependencies=[Depends(signin_rate_limit)],
+    response_model=AuthorizeOut,
+    responses={
+        **redirect(302, "With ``?redirect=true``: to Upwork's authorization page"),
+        **errors(422, 429, 503),
+    },
+)
 async def authorize(
     request: Request,
     svc: ServicesDep,
@@ -170,12 +89,25 @@ async def authorize(
         value,
         max_age=int(svc.flows.ttl.total_seconds()),
         path=COOKIE_PATH,
-        **_private_cookie(svc),
+        **private_cookie(svc),
     )
     return response
 
 
-@router.get("/api/auth/upwork/callback", tags=["auth"], dependencies=[Depends(signin_rate_limit)])
+@router.get(
+    "/api/auth/upwork/callback",
+    tags=["auth"],
+    dependencies=[Depends(signin_rate_limit)],
+    response_model=SignInCompletedOut | MfaRequiredOut,
+    responses={
+        **redirect(
+            303,
+            "A browser (``Accept: text/html``): signed in (to the return-to page), to "
+            "``/mfa`` for the second factor, or back to ``/?error=<code>``",
+        ),
+        **errors(400, 403, 422, 429, 502, 503),
+    },
+)
 async def callback(
     request: Request,
     svc: ServicesDep,
@@ -208,46 +140,35 @@ async def callback(
             )
         if not code:
             raise AuthError("code_missing")
-        result = await complete_sign_in(svc, code, verifier, meta)
+        result = await svc.signin.complete(code, verifier, meta)
     except AuthError as exc:
-        await record_failure(svc, exc.code, meta, exc.detail, exc.upwork_message)
+        await svc.signin.record_failure(exc.code, meta, exc.detail, exc.upwork_message)
         response = error_response(request, exc)
     else:
-        if result.mfa_challenge is not None:
-            response = (
-                RedirectResponse("/mfa", status_code=303)
-                if is_browser(request)
-                else JSONResponse({"mfa_required": True, "created": result.created})
-            )
-            response.set_cookie(
-                svc.settings.cookies.mfa,
-                result.mfa_challenge,
-                path="/",
-                max_age=int(svc.mfa.policy.challenge_ttl.total_seconds()),
-                **_private_cookie(svc),
-            )
-        elif is_browser(request):
-            assert result.session is not None and result.refresh_token is not None
-            response = RedirectResponse(return_to or "/", status_code=303)
-            access, _ = svc.jwt.issue(result.user.id, result.session.id)
-            set_session_cookies(response, svc, result.session, access, result.refresh_token)
-        else:
-            assert result.session is not None and result.refresh_token is not None
-            response = signed_in_response(
-                svc, result.user, result.session, result.refresh_token, created=result.created
-            )
+        response = answer_sign_in(request, svc, result, return_to, created=result.created)
     if cookie_name and cookie_name in request.cookies:
-        response.delete_cookie(cookie_name, path=COOKIE_PATH, **_private_cookie(svc))
+        response.delete_cookie(cookie_name, path=COOKIE_PATH, **private_cookie(svc))
     return response
 
 
-@router.get("/api/auth/me", tags=["auth"])
+@session_router.get(
+    "/api/auth/me", tags=["auth"], response_model=UserOut, responses=errors(401, 429, 503)
+)
 async def me(principal: PrincipalDep) -> dict[str, Any]:
     """The signed-in user (401 when not signed in)."""
     return user_json(principal.user)
 
 
-@router.post("/api/auth/refresh", tags=["auth"], dependencies=[Depends(signin_rate_limit)])
+@router.post(
+    "/api/auth/refresh",
+    tags=["auth"],
+    dependencies=[Depends(signin_rate_limit)],
+    response_model=SignedInOut,
+    responses={
+        **redirect(303, "A browser whose session has ended: back to ``/?error=<code>``"),
+        **errors(401, 403, 429, 503),
+    },
+)
 async def refresh(request: Request, svc: ServicesDep, meta: MetaDep) -> Response:
     """Rotate the refresh token (cookie ``refresh_token``) and issue a new access token.
     Needs the session's ``X-CSRF-Token``. A refresh token that was already rotated away
@@ -299,41 +220,84 @@ async def refresh(request: Request, svc: ServicesDep, meta: MetaDep) -> Response
     return response
 
 
-@router.post("/api/auth/mfa", tags=["auth"], dependencies=[Depends(signin_rate_limit)])
+#: The body of /api/auth/mfa, read by hand (JSON or an HTML form), documented here.
+_MFA_BODY_SCHEMA = MfaCodeBody.model_json_schema()
+
+
+@router.post(
+    "/api/auth/mfa",
+    tags=["auth"],
+    dependencies=[Depends(signin_rate_limit)],
+    response_model=SignedInOut,
+    responses={
+        **redirect(
+            303,
+            "A browser: signed in (to ``/``), or back to ``/mfa?error=<code>`` to try "
+            "another code (``/?error=<code>`` when the sign-in must start again)",
+        ),
+        **errors(400, 403, 429, 503),
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": _MFA_BODY_SCHEMA},
+                "application/x-www-form-urlencoded": {"schema": _MFA_BODY_SCHEMA},
+            },
+        }
+    },
+)
 async def mfa(request: Request, svc: ServicesDep, meta: MetaDep) -> Response:
     """Finish a sign-in that waits for its second factor: ``{"code"}`` (JSON or form) with a
     TOTP code or a backup code, from the browser that holds the challenge cookie."""
-    browser = is_browser(request)
     try:
         code = await _code_from(request)
-        challenge = await svc.mfa.challenge(request.cookies.get(svc.settings.cookies.mfa))
-        method = await svc.mfa.verify(challenge.user_id, code, meta, challenge.id)
-        async with svc.db.write() as db:
-            if not await svc.mfa.consume(db, challenge.id):
-                raise AuthError("mfa_challenge_missing")
-            user = await db.get(User, challenge.user_id)
-            assert user is not None
-            session, refresh_token = await start_session(
-                svc, db, user, meta, method=f"upwork+{method}"
-            )
+        result = await svc.signin.complete_mfa(
+            request.cookies.get(svc.settings.cookies.mfa), code, meta
+        )
     except AuthError as exc:
-        if browser:
+        if is_browser(request):
             target = "/mfa" if exc.code in MFA_RETRYABLE else "/"
             response: Response = RedirectResponse(f"{target}?error={exc.code}", 303)
         else:
-            response = JSONResponse(
-                {"error": exc.code, "message": exc.message}, status_code=exc.status
-            )
-        if isinstance(exc, MfaLocked):
-            response.headers["Retry-After"] = str(exc.retry_after)
+            response = error_json(exc.code, exc.message, exc.status, exc.headers)
         return response
-    if browser:
-        response = RedirectResponse("/", status_code=303)
-        access, _ = svc.jwt.issue(user.id, session.id)
-        set_session_cookies(response, svc, session, access, refresh_token)
-    else:
-        response = signed_in_response(svc, user, session, refresh_token)
-    response.delete_cookie(svc.settings.cookies.mfa, path="/", **_private_cookie(svc))
+    response = answer_sign_in(request, svc, result, None)
+    response.delete_cookie(svc.settings.cookies.mfa, path="/", **private_cookie(svc))
+    return response
+
+
+def answer_sign_in(
+    request: Request,
+    svc: Services,
+    result: SignInResult,
+    return_to: str | None,
+    **extra: Any,
+) -> Response:
+    """The one answer to a finished sign-in stage. MFA next: the challenge cookie, and a
+    browser goes to /mfa (an API client is told so). Signed in: the session's cookies, and a
+    browser goes where it was going (``return_to``, else /) while an API client gets the
+    user and a Bearer token."""
+    if result.mfa_challenge is not None:
+        response: Response = (
+            RedirectResponse("/mfa", status_code=303)
+            if is_browser(request)
+            else JSONResponse({"mfa_required": True, **extra})
+        )
+        response.set_cookie(
+            svc.settings.cookies.mfa,
+            result.mfa_challenge,
+            path="/",
+            max_age=int(svc.mfa.policy.challenge_ttl.total_seconds()),
+            **private_cookie(svc),
+        )
+        return response
+    assert result.session is not None and result.refresh_token is not None
+    if not is_browser(request):
+        return signed_in_response(svc, result.user, result.session, result.refresh_token, **extra)
+    response = RedirectResponse(return_to or "/", status_code=303)
+    access, _ = svc.jwt.issue(result.user.id, result.session.id)
+    set_session_cookies(response, svc, result.session, access, result.refresh_token)
     return response
 
 
@@ -353,7 +317,17 @@ async def _code_from(request: Request) -> str:
     return code
 
 
-@router.post("/api/auth/logout", tags=["auth"])
+@session_router.post(
+    "/api/auth/logout",
+    tags=["auth"],
+    response_model=SignedOutOut,
+    responses={
+        **redirect(303, "A browser: to ``/``, signed out"),
+        **errors(403, 429, 503),
+    },
+    # Also without a session (an expired access token: the refresh cookie names it).
+    openapi_extra={"security": [{}]},
+)
 async def logout(
     request: Request, svc: ServicesDep, meta: MetaDep, principal: OptionalPrincipalDep
 ) -> Response:
@@ -401,16 +375,7 @@ async def logout(
     return response
 
 
-@router.get("/.well-known/jwks.json", tags=["auth"])
+@router.get("/.well-known/jwks.json", tags=["auth"], response_model=JwksOut)
 async def jwks(svc: ServicesDep) -> dict[str, Any]:
     """The public keys that verify our access tokens."""
     return svc.jwt.jwks()
-
-
-def safe_next(value: str | None) -> str | None:
-    """A return-to target: only a same-origin relative path (no open redirects)."""
-    if not value or not value.startswith("/") or value.startswith(("//", "/\\")):
-        return None
-    if any(ord(c) < 0x20 or c == "\\" for c in value):
-        return None
-    return value

@@ -5,22 +5,24 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import jwt
 import structlog
-from fastapi import Depends, Request
+from fastapi import BackgroundTasks, Depends, Request
 
-from ..db.models import User, UserSession
+from ..auth.errors import AuthError
+from ..auth.sessions import TOUCH_EVERY
+from ..auth.tokens import UnknownKey
+from ..config import CALLBACK_PATH, SANDBOX_PREFIX
+from ..db.models import UpworkConnection, User, UserSession
 from ..db.types import utcnow
 from ..security import audit
 from ..security.audit import RequestMeta
 from ..security.csrf import CSRF_FORM_FIELD, CSRF_HEADER, UNSAFE_METHODS
 from ..security.ratelimit import Budget, RateLimitExceeded
 from ..services import Services
-from .errors import AuthError
-from .sessions import TOUCH_EVERY
-from .tokens import UnknownKey
+from ..upwork.sync import ProfileSyncService
 
 # Dependencies are coroutines: FastAPI runs a plain `def` dependency in a worker thread,
 # a hand-off that would cost more than the dependency itself on every request.
@@ -54,9 +56,28 @@ class Principal:
     via_cookie: bool
 
 
+#: API addresses a browser navigates to itself ("Sign in with Upwork", Upwork's return).
+BROWSER_API_PATHS = ("/api/auth/upwork/authorize", CALLBACK_PATH)
+#: What a browser never is at: the sandbox (an Upwork stand-in), probes and metrics.
+_NOT_PAGES = ("/healthz", "/readyz", "/metrics")
+_FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
 def is_browser(request: Request) -> bool:
-    """A browser navigating (Accept names HTML) rather than an API client."""
-    return "text/html" in request.headers.get("accept", "")
+    """The one rule for "a person's browser" (answered with pages and redirects) versus an
+    API client (answered with JSON): it asks for HTML, and it is on a page, posting one of
+    our pages' forms, or navigating to the sign-in endpoints; never at the sandbox,
+    the probes or the metrics."""
+    if "text/html" not in request.headers.get("accept", ""):
+        return False
+    path = request.url.path
+    if path.startswith(SANDBOX_PREFIX) or path in _NOT_PAGES:
+        return False
+    if not path.startswith("/api/"):
+        return True
+    if path in BROWSER_API_PATHS:
+        return request.method == "GET"
+    return request.headers.get("content-type", "").startswith(_FORMS)
 
 
 async def presented_csrf(request: Request) -> str | None:
@@ -71,8 +92,10 @@ async def presented_csrf(request: Request) -> str | None:
 
 
 async def authenticate(request: Request, svc: Services) -> Principal | None:
-    """The signed-in user, or None. Raises AuthError(csrf_failed) on an unsafe cookie
-    request without the session's CSRF token."""
+    """Who is calling: the signed-in user and their session, or None. Nothing else: the
+    per-user API budget, the last-seen touch and CSRF are dependencies of their own
+    (`api_budget`, `touch_session`, `csrf_protect`), attached to the routers that need
+    them, so a route gets them by being on its router."""
     header = request.headers.get("authorization", "")
     via_cookie = False
     if header[:7].lower() == "bearer ":
@@ -103,17 +126,6 @@ async def authenticate(request: Request, svc: Services) -> Principal | None:
     session, user = found
     # Who made the request, for a refusal recorded after this point (CSRF, admin routes).
     request.state.refusal_user_id = user.id
-    if request.url.path.startswith("/api/"):
-        await enforce(svc, svc.api_budget, user.id, request_meta(request), user_id=user.id)
-    if utcnow() - session.last_seen_at >= TOUCH_EVERY:
-        async with svc.db.write() as db:
-            await svc.sessions.touch(db, session, request_meta(request))
-    if (
-        via_cookie
-        and request.method in UNSAFE_METHODS
-        and not svc.csrf.valid(session.id, await presented_csrf(request))
-    ):
-        raise AuthError("csrf_failed")
     return Principal(user, session, via_cookie)
 
 
@@ -185,7 +197,7 @@ async def audit_refusal(
     if await svc.rate_limit_audit.hit(f"refusal:{key}"):
         tally.put_back(key, count)
         return
-    details: dict[str, object] = {"count": count, "window_seconds": int(REFUSAL_WINDOW)}
+    details: dict[str, Any] = {"count": count, "window_seconds": int(REFUSAL_WINDOW)}
     if reason:
         details["reason"] = reason
     async with svc.db.write() as db:
@@ -207,15 +219,58 @@ async def audit_refusal_quietly(
     try:
         await audit_refusal(request, svc, event_type, reason=reason)
     except Exception as exc:  # the refusal itself has been answered already
-        log.warning(
-            "refusal_not_recorded", event_type=event_type, error_type=type(exc).__name__
-        )
+        log.warning("refusal_not_recorded", event_type=event_type, error_type=type(exc).__name__)
 
 
 async def optional_principal(
     request: Request, svc: Annotated[Services, Depends(get_services)]
 ) -> Principal | None:
     return await authenticate(request, svc)
+
+
+async def api_budget(
+    request: Request,
+    principal: Annotated[Principal | None, Depends(optional_principal)],
+    svc: Annotated[Services, Depends(get_services)],
+) -> None:
+    """The signed-in user's share of the API (API_RATE_LIMIT), counted per user."""
+    if principal is not None:
+        user_id = principal.user.id
+        await enforce(svc, svc.api_budget, user_id, request_meta(request), user_id=user_id)
+
+
+async def touch_session(
+    request: Request,
+    principal: Annotated[Principal | None, Depends(optional_principal)],
+    svc: Annotated[Services, Depends(get_services)],
+) -> None:
+    """Note that the session is in use (at most every TOUCH_EVERY: a write per request
+    would cost more than the request)."""
+    if principal is not None and utcnow() - principal.session.last_seen_at >= TOUCH_EVERY:
+        async with svc.db.write() as db:
+            await svc.sessions.touch(db, principal.session, request_meta(request))
+
+
+async def csrf_protect(
+    request: Request,
+    principal: Annotated[Principal | None, Depends(optional_principal)],
+    svc: Annotated[Services, Depends(get_services)],
+) -> None:
+    """An unsafe request authenticated by cookie must carry the session's CSRF token
+    (header, or form field for plain HTML forms); a Bearer token needs none."""
+    if (
+        principal is not None
+        and principal.via_cookie
+        and request.method in UNSAFE_METHODS
+        and not svc.csrf.valid(principal.session.id, await presented_csrf(request))
+    ):
+        raise AuthError("csrf_failed")
+
+
+#: What every route of a signed-in user's API router gets (in this order).
+SIGNED_IN_API = [Depends(api_budget), Depends(touch_session), Depends(csrf_protect)]
+#: The same for the pages' routers (the API budget is the API's).
+SIGNED_IN_PAGES = [Depends(touch_session), Depends(csrf_protect)]
 
 
 async def require_principal(
@@ -241,6 +296,8 @@ async def require_admin(
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 AdminDep = Annotated[Principal, Depends(require_admin)]
+
+
 async def _request_meta(request: Request) -> RequestMeta:
     return request_meta(request)
 
@@ -269,3 +326,17 @@ async def signin_rate_limit(
     """Per client IP on the sign-in endpoints."""
     meta = request_meta(request)
     await enforce(svc, svc.signin_budget, meta.ip or "unknown", meta)
+
+
+def refresh_on_use(
+    sync: ProfileSyncService,
+    user: User,
+    conn: UpworkConnection | None,
+    background: BackgroundTasks,
+) -> bool:
+    """The user is using the product: when their Upwork content is stale and the
+    connection works, fetch it again after this answer. True when that will happen."""
+    if not sync.due_on_use(user, conn):
+        return False
+    background.add_task(sync.refresh_if_stale, user.id)
+    return True

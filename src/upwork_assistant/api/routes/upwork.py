@@ -12,18 +12,18 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, BackgroundTasks
 from pydantic import BaseModel
-from sqlalchemy import select
 
-from ..auth.deps import MetaDep, PrincipalDep, ServicesDep
-from ..db.models import ProfileSync, UpworkConnection, User
-from ..security.ratelimit import RateLimitExceeded
-from ..services import Services
-from .freelancer import FreelancerView
-from .queries import features_of
-from .sync import ProfileSyncService
-from .vault import ACTIVE
+from ...db.models import UpworkConnection, User
+from ...services import Services
+from ...upwork.freelancer import FreelancerView
+from ...upwork.sync import ProfileSyncService, grants_of
+from ...upwork.vault import ACTIVE
+from ..deps import SIGNED_IN_API, MetaDep, PrincipalDep, ServicesDep, refresh_on_use
+from ..schemas import SIGNED_IN_SECURITY, ConnectionOut, errors
 
-router = APIRouter(prefix="/api/upwork", tags=["upwork"])
+router = APIRouter(
+    prefix="/api/upwork", tags=["upwork"], dependencies=[*SIGNED_IN_API, *SIGNED_IN_SECURITY]
+)
 
 
 def _iso(value: Any) -> str | None:
@@ -37,26 +37,6 @@ def content_json(sync: ProfileSyncService, user: User, refreshing: bool) -> dict
         "fetched_at": _iso(user.identity_fetched_at),
         "expires_at": _iso(sync.expires_at(user)),
         "email_fetched_at": _iso(user.email_fetched_at),
-    }
-
-
-def missing_json(conn: UpworkConnection | None) -> dict[str, Any]:
-    """What the API key's scopes refused at the last fetch, in words an operator acts on."""
-    refused = list(conn.missing_grants or []) if conn is not None else []
-    features = features_of(refused)
-    return {
-        "missing_fields": refused,
-        "missing_features": features,
-        "checked_at": _iso(conn.grants_checked_at) if conn is not None else None,
-        "message": (
-            "This installation's Upwork API key does not grant access to: "
-            + ", ".join(features)
-            + " (the fields are in missing_fields). The operator can add the missing "
-            "permissions to the key on Upwork (docs/upwork-setup.md); "
-            "`upwork-assistant upwork check` lists them."
-        )
-        if refused
-        else None,
     }
 
 
@@ -103,7 +83,7 @@ def content_out(sync: ProfileSyncService, user: User, refreshing: bool) -> Conte
 async def profile_out(
     svc: Services, user: User, conn: UpworkConnection | None, refreshing: bool
 ) -> ProfileOut:
-    last = await last_sync(svc, user.id)
+    last = await svc.sync.last_sync(user.id)
     missing = list(conn.missing_grants or []) if conn is not None else []
     return ProfileOut(
         upwork_id=user.upwork_id,
@@ -128,35 +108,7 @@ async def profile_out(
     )
 
 
-async def last_sync(svc: Services, user_id: str) -> ProfileSync | None:
-    async with svc.db.session() as db:
-        return (
-            await db.execute(
-                select(ProfileSync)
-                .where(ProfileSync.user_id == user_id)
-                .order_by(ProfileSync.started_at.desc(), ProfileSync.id.desc())
-                .limit(1)
-            )
-        ).scalar_one_or_none()
-
-
-def refresh_on_use(
-    svc: ServicesDep, user: User, conn: UpworkConnection | None, background: BackgroundTasks
-) -> bool:
-    """The user is using the product: when their Upwork content is stale and the
-    connection works, fetch it again after this answer. True when that will happen."""
-    if conn is None or conn.status != ACTIVE or not svc.sync.is_stale(user):
-        return False
-    background.add_task(svc.sync.refresh_if_stale, user.id)
-    return True
-
-
-async def connection_of(svc: Services, user_id: str) -> UpworkConnection | None:
-    async with svc.db.session() as db:
-        return await db.get(UpworkConnection, user_id)
-
-
-@router.get("/profile", response_model=ProfileOut)
+@router.get("/profile", response_model=ProfileOut, responses=errors(401, 429, 503))
 async def get_profile(
     principal: PrincipalDep, svc: ServicesDep, background: BackgroundTasks
 ) -> ProfileOut:
@@ -165,42 +117,37 @@ async def get_profile(
     ``freelancer`` is the freelancer profile, with the parts this installation's API key
     does not grant in ``freelancer.unavailable``."""
     user = principal.user
-    conn = await connection_of(svc, user.id)
-    refreshing = refresh_on_use(svc, user, conn, background)
+    conn = await svc.sync.connection(user.id)
+    refreshing = refresh_on_use(svc.sync, user, conn, background)
     return await profile_out(svc, user, conn, refreshing)
 
 
-async def sync_now(svc: ServicesDep, user_id: str, meta: MetaDep) -> User:
-    """A sync the user asked for: within the per-user budget (RateLimitExceeded beyond it),
-    then from Upwork (UpworkError when that fails)."""
-    retry_after = await svc.sync_budget.hit(user_id)
-    if retry_after:
-        raise RateLimitExceeded(retry_after, "Too many sync requests. Please wait a moment.")
-    return await svc.sync.sync(user_id, "manual", meta)
-
-
-@router.post("/profile/sync", response_model=ProfileOut)
+@router.post(
+    "/profile/sync",
+    response_model=ProfileOut,
+    responses=errors(401, 403, 404, 409, 429, 502, 503),
+)
 async def sync_profile(principal: PrincipalDep, svc: ServicesDep, meta: MetaDep) -> ProfileOut:
     """Sync the profile from Upwork now; returns the fresh profile. Rate limited per user;
     409 ``upwork_reauth_required`` when the Upwork connection must be restored first."""
-    user = await sync_now(svc, principal.user.id, meta)
-    return await profile_out(svc, user, await connection_of(svc, user.id), False)
+    user = await svc.sync.sync_requested(svc.sync_budget, principal.user.id, meta)
+    return await profile_out(svc, user, await svc.sync.connection(user.id), False)
 
 
-@router.get("/connection")
+@router.get("/connection", response_model=ConnectionOut, responses=errors(401, 429, 503))
 async def connection(
     principal: PrincipalDep, svc: ServicesDep, background: BackgroundTasks
 ) -> dict[str, Any]:
     """The state of the user's Upwork connection (never the tokens), and which data the
     installation's API key does not grant."""
-    conn = await connection_of(svc, principal.user.id)
-    refreshing = refresh_on_use(svc, principal.user, conn, background)
+    conn = await svc.sync.connection(principal.user.id)
+    refreshing = refresh_on_use(svc.sync, principal.user, conn, background)
     return {
         "status": "connected" if conn is not None and conn.status == ACTIVE else "needs_reauth",
         "access_expires_at": _iso(conn.access_expires_at) if conn else None,
         "refresh_expires_at": _iso(conn.refresh_expires_at) if conn else None,
         "last_refresh_at": _iso(conn.last_refresh_at) if conn else None,
         "organization_id": conn.organization_id if conn else None,
-        "grants": missing_json(conn),
+        "grants": grants_of(conn),
         "content": content_json(svc.sync, principal.user, refreshing),
     }
