@@ -36,8 +36,6 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .profile import PROFILE_KEY_RE
-
 TITLE_MAX = 200
 OVERVIEW_MAX = 10_000  # Upwork allows 5,000 characters; room for entities and emoji
 SHORT_MAX = 120
@@ -465,10 +463,6 @@ def _employment(value: Any) -> list[Employment]:
                 )
             )
     return records
-
-
-def is_profile_key(value: str | None) -> bool:
-    return value is not None and PROFILE_KEY_RE.fullmatch(value) is not None
 
 
 # ----- what the product shows -----------------------------------------------------------

@@ -17,7 +17,6 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from ..api.deps import is_browser
 from ..config import Settings
 from ..upwork.freelancer import Money
 from .i18n import (
@@ -269,8 +268,3 @@ def error_page(
             status_code=status_code,
             headers=headers,
         )
-
-
-def wants_html(request: Request) -> bool:
-    """A person's browser (the one rule of api/deps.py: is_browser)."""
-    return is_browser(request)
