@@ -136,9 +136,8 @@ class Database:
     async def write(self) -> AsyncIterator[AsyncSession]:
         """One write transaction: committed when the block ends, rolled back on error."""
         async with self.sessionmaker() as session, session.begin():
-            # Our own option (read by the "begin" listener above): not in SQLAlchemy's
-            # typed set of execution options.
-            await session.connection(execution_options={IMMEDIATE: True})  # type: ignore[misc]
+            # Our own option, read by the "begin" listener above.
+            await session.connection(execution_options={IMMEDIATE: True})
             yield session
 
     async def ping(self) -> None:
