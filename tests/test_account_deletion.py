@@ -1,24 +1,33 @@
-"""Deleting an account: everything personal goes, the security log stays whole."""
+"""Deleting an account: everything personal goes, the security log stays whole (in-process:
+the app through httpx.ASGITransport)."""
 
 from __future__ import annotations
 
-from .fixtures import SANDBOX_USERS, RunningApp
+import pytest
+
+from .fixtures import SANDBOX_USERS, InProcessApp
 from .helpers import count, rows
-from .test_mfa import code_at, enable_mfa
-from .test_security_log import verify
-from .upwork_helpers import JSON, csrf_headers, sign_in
+from .test_mfa import code_at, enable_mfa_inprocess
+from .test_security_log import verify_inprocess
+from .upwork_helpers import JSON, csrf_headers, sign_in_inprocess
+
+#: Nothing here needs a socket: the app is reached in-process (tests/fixtures.py).
+pytestmark = pytest.mark.inprocess
 
 
-def test_delete_account_removes_everything_and_anonymises_the_log(running: RunningApp) -> None:
-    browser, user_id = sign_in(running, SANDBOX_USERS["olena"])
-    other, other_id = sign_in(running, SANDBOX_USERS["alex"])
+async def test_delete_account_removes_everything_and_anonymises_the_log(
+    inprocess: InProcessApp,
+) -> None:
+    running = inprocess
+    browser, user_id = await sign_in_inprocess(running, SANDBOX_USERS["olena"])
+    other, other_id = await sign_in_inprocess(running, SANDBOX_USERS["alex"])
     # Her freelancer profile (Ukrainian overview and all) is held until the account goes.
     assert count(running.db_path, "freelancer_profiles") == 2
-    no_csrf = browser.client.delete("/api/account", headers=JSON)
+    no_csrf = await browser.client.delete("/api/account", headers=JSON)
     assert no_csrf.status_code == 403
-    r = browser.client.delete("/api/account", headers=csrf_headers(browser))
+    r = await browser.client.delete("/api/account", headers=csrf_headers(browser))
     assert r.status_code == 200 and r.json() == {"deleted": True}
-    assert browser.get("/api/auth/me", headers=JSON).status_code == 401
+    assert (await browser.get("/api/auth/me", headers=JSON)).status_code == 401
 
     for table, column in (
         ("users", "id"),
@@ -45,30 +54,34 @@ def test_delete_account_removes_everything_and_anonymises_the_log(running: Runni
     ) == [(1,)]
     raw = running.db_path.read_bytes()
     assert "Олена".encode() not in raw and b"olena.kovalenko" not in raw
-    assert verify(running).ok  # anonymising kept the chain whole
+    assert (await verify_inprocess(running)).ok  # anonymising kept the chain whole
 
     # The other user is untouched; signing in again makes a fresh account.
-    assert other.get("/api/auth/me", headers=JSON).json()["id"] == other_id
-    again = browser.get(
-        browser.decide(browser.start_sign_in(), SANDBOX_USERS["olena"]), headers=JSON
+    assert (await other.get("/api/auth/me", headers=JSON)).json()["id"] == other_id
+    again = (
+        await browser.get(
+            await browser.decide(await browser.start_sign_in(), SANDBOX_USERS["olena"]),
+            headers=JSON,
+        )
     ).json()
     assert again["created"] is True and again["user"]["id"] != user_id
     assert count(running.db_path, "users") == 2
 
 
-def test_delete_account_with_mfa_needs_a_fresh_code(running: RunningApp) -> None:
-    browser, _ = sign_in(running, SANDBOX_USERS["alex"])
-    secret, _ = enable_mfa(browser)
-    missing = browser.client.delete("/api/account", headers=csrf_headers(browser))
+async def test_delete_account_with_mfa_needs_a_fresh_code(inprocess: InProcessApp) -> None:
+    running = inprocess
+    browser, _ = await sign_in_inprocess(running, SANDBOX_USERS["alex"])
+    secret, _ = await enable_mfa_inprocess(browser)
+    missing = await browser.client.delete("/api/account", headers=csrf_headers(browser))
     assert missing.status_code == 400 and missing.json()["error"] == "mfa_code_required"
-    wrong = browser.client.request(
+    wrong = await browser.client.request(
         "DELETE",
         "/api/account",
         headers=csrf_headers(browser),
         json={"code": "000000" if code_at(secret, 1) != "000000" else "111111"},
     )
     assert wrong.status_code == 400
-    ok = browser.client.request(
+    ok = await browser.client.request(
         "DELETE", "/api/account", headers=csrf_headers(browser), json={"code": code_at(secret, 1)}
     )
     assert ok.status_code == 200

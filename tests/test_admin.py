@@ -1,17 +1,20 @@
 """Roles and administration: promote on the command line, block and unblock, stats, and
-403 for non-admins on every admin route."""
+403 for non-admins on every admin route.
+
+The tests that need no admin run in-process (the app through httpx.ASGITransport); making
+an admin runs `upwork-assistant users promote` as a subprocess, so those stay on the real
+tier."""
 
 from __future__ import annotations
 
 import re
 
-import httpx
 import pytest
 
-from .fixtures import SANDBOX_USERS, RunningApp
+from .fixtures import SANDBOX_USERS, InProcessApp, RunningApp
 from .helpers import Browser, rows
 from .test_security_log import cli
-from .upwork_helpers import JSON, csrf_headers, sign_in
+from .upwork_helpers import JSON, csrf_headers, sign_in, sign_in_inprocess
 
 
 def make_admin(app: RunningApp) -> tuple[Browser, str]:
@@ -29,7 +32,7 @@ WEB_ADMIN_ROUTES = [
 ]
 
 
-def admin_routes(app: RunningApp) -> list[tuple[str, str]]:
+def admin_routes(app: RunningApp | InProcessApp) -> list[tuple[str, str]]:
     """Every admin operation of the API (from its OpenAPI document) and of the pages."""
     found = list(WEB_ADMIN_ROUTES)
     for path, operations in app.app.openapi()["paths"].items():
@@ -39,19 +42,21 @@ def admin_routes(app: RunningApp) -> list[tuple[str, str]]:
     return found
 
 
-def test_every_admin_route_is_403_for_non_admins(running: RunningApp) -> None:
-    browser, _ = sign_in(running, SANDBOX_USERS["olena"])
+@pytest.mark.inprocess
+async def test_every_admin_route_is_403_for_non_admins(inprocess: InProcessApp) -> None:
+    running = inprocess
+    browser, _ = await sign_in_inprocess(running, SANDBOX_USERS["olena"])
     routes = admin_routes(running)
     assert len(routes) >= 8
     for method, path in routes:
-        r = browser.client.request(
+        r = await browser.client.request(
             method, path, headers=csrf_headers(browser), json={"reason": "x"}, data=None
         )
         assert r.status_code == 403, (method, path, r.status_code)
         assert r.json()["error"] == "forbidden"
     # And no way in without signing in at all (the page sends you to sign in).
     for method, path in routes:
-        status = httpx.request(method, f"{running.url}{path}", headers=JSON).status_code
+        status = (await running.client().request(method, path, headers=JSON)).status_code
         assert status in ((303, 401) if path == "/admin" else (401,)), (method, path, status)
 
 
@@ -157,6 +162,7 @@ def test_admin_page_blocks_a_user(running: RunningApp) -> None:
 @pytest.mark.parametrize(
     "path", ["/api/admin/users", "/api/admin/security/logs", "/api/admin/security/stats"]
 )
-def test_admin_reads_need_admin(running: RunningApp, path: str) -> None:
-    user, _ = sign_in(running, SANDBOX_USERS["noemail"])
-    assert user.get(path, headers=JSON).status_code == 403
+@pytest.mark.inprocess
+async def test_admin_reads_need_admin(inprocess: InProcessApp, path: str) -> None:
+    user, _ = await sign_in_inprocess(inprocess, SANDBOX_USERS["noemail"])
+    assert (await user.get(path, headers=JSON)).status_code == 403

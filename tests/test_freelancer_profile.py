@@ -1,6 +1,7 @@
 """The freelancer's Upwork profile: every value validated (in-process, quick), then synced
-from the sandbox over real HTTP for each scope case, kept 24 hours, purged and fetched
-again, with hidden earnings and JSS respected and one GraphQL request per sync."""
+from the sandbox over HTTP (in-process too: the app through httpx.ASGITransport) for each
+scope case, kept 24 hours, purged and fetched again, with hidden earnings and JSS
+respected and one GraphQL request per sync."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import pytest
 
 from upwork_assistant.upwork.freelancer import (
@@ -26,9 +26,16 @@ from upwork_assistant.upwork.freelancer import (
 from upwork_assistant.upwork.graphql import null_field, null_fields
 from upwork_assistant.upwork.queries import PROFILE, features_of
 
-from .fixtures import SANDBOX_USERS, AppFactory, RunningApp
+from .fixtures import SANDBOX_USERS, InProcessApp, InProcessFactory
 from .helpers import rows
-from .upwork_helpers import JSON, audit_events, sign_in, sqlite_time, sync, wait_until
+from .upwork_helpers import (
+    JSON,
+    audit_events,
+    sign_in_inprocess,
+    sqlite_time,
+    sync_inprocess,
+    wait_until_inprocess,
+)
 
 HOSTS = ("www.upwork.com", "odesk-prod-portraits.s3.amazonaws.com", "http://127.0.0.1:9999")
 TTL = timedelta(hours=24)
@@ -305,11 +312,11 @@ def test_refused_fields_name_the_parts_they_take_away() -> None:
 # ----- against the sandbox, over HTTP ---------------------------------------------------
 
 
-def stats(app: RunningApp) -> dict[str, int]:
-    return dict(httpx.get(f"{app.url}/sandbox/upwork/_sandbox/stats").json())
+async def stats(app: InProcessApp) -> dict[str, int]:
+    return dict((await app.client().get("/sandbox/upwork/_sandbox/stats")).json())
 
 
-def profile_row(app: RunningApp, user_id: str) -> tuple[Any, ...] | None:
+def profile_row(app: InProcessApp, user_id: str) -> tuple[Any, ...] | None:
     found = rows(
         app.db_path,
         "SELECT fetched_at, has_profile, data FROM freelancer_profiles WHERE user_id=?",
@@ -318,15 +325,18 @@ def profile_row(app: RunningApp, user_id: str) -> tuple[Any, ...] | None:
     return tuple(found[0]) if found else None
 
 
-def freelancer(browser: Any) -> dict[str, Any]:
-    return dict(browser.get("/api/upwork/profile", headers=JSON).json()["freelancer"])
+async def freelancer(browser: Any) -> dict[str, Any]:
+    return dict((await browser.get("/api/upwork/profile", headers=JSON)).json()["freelancer"])
 
 
-def test_every_scope_one_request_and_the_whole_profile(app_factory: AppFactory) -> None:
-    app = app_factory(sandbox_scopes="all")
-    browser, _user_id = sign_in(app, SANDBOX_USERS["alex"])
-    assert stats(app)["graphql_requests"] == 1  # identity and profile together
-    f = freelancer(browser)
+@pytest.mark.inprocess
+async def test_every_scope_one_request_and_the_whole_profile(
+    inprocess_factory: InProcessFactory,
+) -> None:
+    app = await inprocess_factory(sandbox_scopes="all")
+    browser, _user_id = await sign_in_inprocess(app, SANDBOX_USERS["alex"])
+    assert (await stats(app))["graphql_requests"] == 1  # identity and profile together
+    f = await freelancer(browser)
     assert f["state"] == "present" and f["unavailable"] == [] and f["hidden"] == []
     p = f["profile"]
     assert p["title"] and p["overview"] and "\n" in p["overview"]
@@ -338,39 +348,48 @@ def test_every_scope_one_request_and_the_whole_profile(app_factory: AppFactory) 
     assert datetime.fromisoformat(f["expires_at"]) - datetime.fromisoformat(f["fetched_at"]) == (
         timedelta(hours=24)
     )
-    assert sync(browser).status_code == 200
-    assert stats(app)["graphql_requests"] == 2  # a sync: one more request
+    assert (await sync_inprocess(browser)).status_code == 200
+    assert (await stats(app))["graphql_requests"] == 2  # a sync: one more request
 
 
-def test_a_key_without_the_profile_permission_still_signs_in(running: RunningApp) -> None:
-    running.faults(scopes=["common-entities"])  # a key with only what every key has
-    browser, user_id = sign_in(running, SANDBOX_USERS["alex"])
-    assert browser.get("/api/auth/me", headers=JSON).json()["name"] == "Alex M."
-    f = freelancer(browser)
+@pytest.mark.inprocess
+async def test_a_key_without_the_profile_permission_still_signs_in(inprocess: InProcessApp) -> None:
+    running = inprocess
+    await running.faults(scopes=["common-entities"])  # a key with only what every key has
+    browser, user_id = await sign_in_inprocess(running, SANDBOX_USERS["alex"])
+    assert (await browser.get("/api/auth/me", headers=JSON)).json()["name"] == "Alex M."
+    f = await freelancer(browser)
     assert f["state"] == "not_granted" and "freelancer_profile" in f["unavailable"]
     assert f["profile"] is None and profile_row(running, user_id) is None
-    before = stats(running)["graphql_requests"]
-    assert sync(browser).status_code == 200
-    assert stats(running)["graphql_requests"] == before + 1  # the refusal is remembered
-    page = browser.get("/").text
+    before = (await stats(running))["graphql_requests"]
+    assert (await sync_inprocess(browser)).status_code == 200
+    assert (await stats(running))["graphql_requests"] == before + 1  # the refusal is remembered
+    page = (await browser.get("/")).text
     assert "Freelancer Profile permission" in page
 
 
-def test_country_refused_alone_degrades_one_part(running: RunningApp) -> None:
-    running.faults(scopes=["common-entities", "user-email", "organization", "freelancer-profile"])
-    browser, _user_id = sign_in(running, SANDBOX_USERS["olena"])
-    assert stats(running)["graphql_requests"] == 2  # asked everything, then without country
-    f = freelancer(browser)
+@pytest.mark.inprocess
+async def test_country_refused_alone_degrades_one_part(inprocess: InProcessApp) -> None:
+    running = inprocess
+    await running.faults(
+        scopes=["common-entities", "user-email", "organization", "freelancer-profile"]
+    )
+    browser, _user_id = await sign_in_inprocess(running, SANDBOX_USERS["olena"])
+    assert (await stats(running))["graphql_requests"] == 2  # asked everything, then without country
+    f = await freelancer(browser)
     assert f["state"] == "present" and f["unavailable"] == ["country"]
     assert f["profile"]["country_code"] is None and f["profile"]["timezone"] == "Europe/Kyiv"
-    assert sync(browser).status_code == 200
-    assert stats(running)["graphql_requests"] == 3  # the sync: one request
+    assert (await sync_inprocess(browser)).status_code == 200
+    assert (await stats(running))["graphql_requests"] == 3  # the sync: one request
 
 
-def test_hidden_earnings_and_jss_never_reach_the_database(app_factory: AppFactory) -> None:
-    app = app_factory(sandbox_scopes="all")
-    browser, user_id = sign_in(app, SANDBOX_USERS["noemail"])  # Sam hides both
-    f = freelancer(browser)
+@pytest.mark.inprocess
+async def test_hidden_earnings_and_jss_never_reach_the_database(
+    inprocess_factory: InProcessFactory,
+) -> None:
+    app = await inprocess_factory(sandbox_scopes="all")
+    browser, user_id = await sign_in_inprocess(app, SANDBOX_USERS["noemail"])  # Sam hides both
+    f = await freelancer(browser)
     assert f["hidden"] == ["earnings", "job_success_score"]
     assert f["profile"]["stats"]["total_earnings"] is None
     assert f["profile"]["stats"]["job_success_score"] is None
@@ -380,38 +399,43 @@ def test_hidden_earnings_and_jss_never_reach_the_database(app_factory: AppFactor
     assert (
         stored["stats"]["total_earnings"] is None and stored["stats"]["job_success_score"] is None
     )
-    page = browser.get("/").text
+    page = (await browser.get("/")).text
     assert 'data-field="freelancer-earnings"' not in page
     assert 'data-field="freelancer-jss"' not in page
 
 
-def test_a_clients_account_without_a_freelancer_profile(app_factory: AppFactory) -> None:
-    app = app_factory(sandbox_scopes="all")
-    browser, user_id = sign_in(app, SANDBOX_USERS["client"])
-    f = freelancer(browser)
+@pytest.mark.inprocess
+async def test_a_clients_account_without_a_freelancer_profile(
+    inprocess_factory: InProcessFactory,
+) -> None:
+    app = await inprocess_factory(sandbox_scopes="all")
+    browser, user_id = await sign_in_inprocess(app, SANDBOX_USERS["client"])
+    f = await freelancer(browser)
     assert f["state"] == "none" and f["profile"] is None and f["unavailable"] == []
     row = profile_row(app, user_id)
     assert row is not None and not row[1]
-    assert browser.get("/").status_code == 200
+    assert (await browser.get("/")).status_code == 200
 
 
-def test_the_long_html_overview_is_kept_as_text(app_factory: AppFactory) -> None:
-    app = app_factory(sandbox_scopes="all")
-    browser, _user_id = sign_in(app, SANDBOX_USERS["html"])
-    overview = freelancer(browser)["profile"]["overview"]
+@pytest.mark.inprocess
+async def test_the_long_html_overview_is_kept_as_text(inprocess_factory: InProcessFactory) -> None:
+    app = await inprocess_factory(sandbox_scopes="all")
+    browser, _user_id = await sign_in_inprocess(app, SANDBOX_USERS["html"])
+    overview = (await freelancer(browser))["profile"]["overview"]
     assert len(overview) > 4500 and "<script>" in overview and "👩‍💻" in overview
-    page = browser.get("/").text
+    page = (await browser.get("/")).text
     assert "<script>alert" not in page and "&lt;script&gt;" in page
 
 
-def test_changes_of_title_rate_and_skills_are_recorded_without_values(
-    app_factory: AppFactory,
+@pytest.mark.inprocess
+async def test_changes_of_title_rate_and_skills_are_recorded_without_values(
+    inprocess_factory: InProcessFactory,
 ) -> None:
-    app = app_factory(sandbox_scopes="all")
-    browser, _user_id = sign_in(app, SANDBOX_USERS["alex"])
-    patched = dict(browser.get("/api/upwork/profile", headers=JSON).json())
+    app = await inprocess_factory(sandbox_scopes="all")
+    browser, _user_id = await sign_in_inprocess(app, SANDBOX_USERS["alex"])
+    patched = dict((await browser.get("/api/upwork/profile", headers=JSON)).json())
     assert patched["freelancer"]["state"] == "present"
-    app.faults(
+    await app.faults(
         user_patch={
             "freelancerProfile": full(
                 personalData={
@@ -422,7 +446,7 @@ def test_changes_of_title_rate_and_skills_are_recorded_without_values(
             )
         }
     )
-    body = sync(browser).json()
+    body = (await sync_inprocess(browser)).json()
     assert body["freelancer"]["profile"]["title"] == "Staff engineer, secret title"
     assert {"title", "rate", "skills"} <= set(body["last_sync"]["changed"])
     events = audit_events(app.db_path, "profile.updated")
@@ -431,10 +455,11 @@ def test_changes_of_title_rate_and_skills_are_recorded_without_values(
     assert "secret title" not in everything and "123.00" not in everything
 
 
-def test_unusable_values_do_not_fail_the_sync(app_factory: AppFactory) -> None:
-    app = app_factory(sandbox_scopes="all")
-    browser, _user_id = sign_in(app, SANDBOX_USERS["alex"])
-    app.faults(
+@pytest.mark.inprocess
+async def test_unusable_values_do_not_fail_the_sync(inprocess_factory: InProcessFactory) -> None:
+    app = await inprocess_factory(sandbox_scopes="all")
+    browser, _user_id = await sign_in_inprocess(app, SANDBOX_USERS["alex"])
+    await app.faults(
         user_patch={
             "freelancerProfile": full(
                 portrait={"portrait100": "https://evil.example/x.png", "portrait500": None},
@@ -445,28 +470,36 @@ def test_unusable_values_do_not_fail_the_sync(app_factory: AppFactory) -> None:
             )
         }
     )
-    body = sync(browser).json()
+    body = (await sync_inprocess(browser)).json()
     p = body["freelancer"]["profile"]
     assert p["rate"] is None and p["portrait_100"] is None and p["title"] == "Python developer"
     assert sorted(p["invalid"]) == ["portrait_100", "rate"]
-    assert "evil.example" not in browser.get("/").text
+    assert "evil.example" not in (await browser.get("/")).text
 
 
-def test_losing_the_permission_deletes_the_kept_profile(app_factory: AppFactory) -> None:
-    app = app_factory(sandbox_scopes="all")
-    browser, user_id = sign_in(app, SANDBOX_USERS["alex"])
+@pytest.mark.inprocess
+async def test_losing_the_permission_deletes_the_kept_profile(
+    inprocess_factory: InProcessFactory,
+) -> None:
+    app = await inprocess_factory(sandbox_scopes="all")
+    browser, user_id = await sign_in_inprocess(app, SANDBOX_USERS["alex"])
     assert profile_row(app, user_id) is not None
-    app.faults(scopes=["common-entities"])
-    browser.sign_in(SANDBOX_USERS["alex"])  # sign-in asks everything again
+    await app.faults(scopes=["common-entities"])
+    await browser.sign_in(SANDBOX_USERS["alex"])  # sign-in asks everything again
     assert profile_row(app, user_id) is None
-    assert freelancer(browser)["state"] == "not_granted"
+    assert (await freelancer(browser))["state"] == "not_granted"
 
 
-def test_profile_purged_after_24_hours_and_fetched_again_on_use(app_factory: AppFactory) -> None:
-    app = app_factory(sandbox_scopes="all", worker_in_serve=None, worker_interval_seconds=0.2)
-    browser, user_id = sign_in(app, SANDBOX_USERS["olena"])
+@pytest.mark.inprocess
+async def test_profile_purged_after_24_hours_and_fetched_again_on_use(
+    inprocess_factory: InProcessFactory,
+) -> None:
+    app = await inprocess_factory(
+        sandbox_scopes="all", worker_in_serve=None, worker_interval_seconds=0.2
+    )
+    browser, user_id = await sign_in_inprocess(app, SANDBOX_USERS["olena"])
     assert profile_row(app, user_id) is not None
-    requests_before = stats(app)["graphql_requests"]
+    requests_before = (await stats(app))["graphql_requests"]
     old = sqlite_time(datetime.now(UTC) - timedelta(hours=25))
     rows(app.db_path, "UPDATE freelancer_profiles SET fetched_at=? WHERE user_id=?", old, user_id)
     rows(
@@ -479,13 +512,13 @@ def test_profile_purged_after_24_hours_and_fetched_again_on_use(app_factory: App
         user_id,
     )
     # The worker inside serve deletes it: nobody asked, nothing fetched.
-    wait_until(lambda: profile_row(app, user_id) is None)
-    assert stats(app)["graphql_requests"] == requests_before
+    await wait_until_inprocess(lambda: profile_row(app, user_id) is None)
+    assert (await stats(app))["graphql_requests"] == requests_before
     # The user comes back: fetched again, once, in the background.
-    assert freelancer(browser)["state"] == "not_fetched"
-    wait_until(lambda: profile_row(app, user_id) is not None)
-    assert freelancer(browser)["state"] == "present"
-    assert stats(app)["graphql_requests"] == requests_before + 1
+    assert (await freelancer(browser))["state"] == "not_fetched"
+    await wait_until_inprocess(lambda: profile_row(app, user_id) is not None)
+    assert (await freelancer(browser))["state"] == "present"
+    assert (await stats(app))["graphql_requests"] == requests_before + 1
 
 
 def test_non_null_fields_upwork_answers_null_are_recognised() -> None:
@@ -507,17 +540,20 @@ def test_non_null_fields_upwork_answers_null_are_recognised() -> None:
     assert null_fields([{"message": java}, {"message": "something else"}]) is None
 
 
-def test_a_null_in_a_non_null_name_does_not_lose_the_profile(app_factory: AppFactory) -> None:
+@pytest.mark.inprocess
+async def test_a_null_in_a_non_null_name_does_not_lose_the_profile(
+    inprocess_factory: InProcessFactory,
+) -> None:
     """A live client saw fullName/firstName/lastName come back null although the schema
     says String!: the null takes `freelancerProfile` with it. The product asks again
     without them instead of taking the account for one without a profile."""
-    app = app_factory(sandbox_scopes="all")
-    app.faults(profile_nulls=["fullName", "firstName", "lastName"])
-    browser, _user_id = sign_in(app, SANDBOX_USERS["alex"])
-    assert stats(app)["graphql_requests"] == 2
-    f = freelancer(browser)
+    app = await inprocess_factory(sandbox_scopes="all")
+    await app.faults(profile_nulls=["fullName", "firstName", "lastName"])
+    browser, _user_id = await sign_in_inprocess(app, SANDBOX_USERS["alex"])
+    assert (await stats(app))["graphql_requests"] == 2
+    f = await freelancer(browser)
     assert f["state"] == "present" and f["profile"]["title"]
     assert f["profile"]["full_name"] is None and f["unavailable"] == []
-    assert sync(browser).status_code == 200
-    assert freelancer(browser)["state"] == "present"
-    assert stats(app)["graphql_requests"] == 3  # the nulls are remembered: one request
+    assert (await sync_inprocess(browser)).status_code == 200
+    assert (await freelancer(browser))["state"] == "present"
+    assert (await stats(app))["graphql_requests"] == 3  # the nulls are remembered: one request

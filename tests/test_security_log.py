@@ -1,4 +1,7 @@
-"""The security log: hash chain, signed checkpoints, verify, retention, logs API, admin."""
+"""The security log: hash chain, signed checkpoints, verify, retention, logs API, admin.
+
+What needs no command-line process runs in-process (the app through httpx.ASGITransport);
+the tests that run `upwork-assistant` as a subprocess stay on the real tier."""
 
 from __future__ import annotations
 
@@ -16,9 +19,9 @@ from upwork_assistant.db.types import utcnow
 from upwork_assistant.security import audit
 from upwork_assistant.services import Services
 
-from .fixtures import SANDBOX_USERS, RunningApp
+from .fixtures import SANDBOX_USERS, InProcessApp, RunningApp
 from .helpers import rows
-from .upwork_helpers import JSON, sign_in
+from .upwork_helpers import JSON, sign_in, sign_in_inprocess
 
 CLI = str(Path(sys.executable).parent / "upwork-assistant")
 
@@ -73,6 +76,30 @@ def make_activity(app: RunningApp) -> None:
         sign_in(app, SANDBOX_USERS[who])
 
 
+async def verify_inprocess(app: InProcessApp) -> audit.VerifyReport:
+    """:func:`verify` for the in-process tier (on the test's own event loop)."""
+    svc = Services.build(app.settings)
+    try:
+        async with svc.db.session() as db:
+            return await audit.verify(db, svc.keys.audit_chain, svc.keys.audit_signing_key)
+    finally:
+        await svc.aclose()
+
+
+async def with_services_inprocess(app: InProcessApp, work):  # type: ignore[no-untyped-def]
+    """:func:`with_services` for the in-process tier."""
+    svc = Services.build(app.settings)
+    try:
+        return await work(svc)
+    finally:
+        await svc.aclose()
+
+
+async def make_activity_inprocess(app: InProcessApp) -> None:
+    for who in ("alex", "olena", "noemail"):
+        await sign_in_inprocess(app, SANDBOX_USERS[who])
+
+
 def test_chain_is_valid_and_verify_command_says_so(running: RunningApp) -> None:
     make_activity(running)
     assert cli(running, "audit", "checkpoint").returncode == 0
@@ -96,21 +123,29 @@ def test_edit_is_detected(running: RunningApp) -> None:
     assert f"record {target[0][0]}: edited or forged" in result.stdout
 
 
-def test_who_fields_edit_is_detected(running: RunningApp) -> None:
-    make_activity(running)
+@pytest.mark.inprocess
+async def test_who_fields_edit_is_detected(inprocess: InProcessApp) -> None:
+    running = inprocess
+    await make_activity_inprocess(running)
     rows(running.db_path, "UPDATE audit_events SET ip='10.9.9.9' WHERE id=2")
-    assert any("who/where fields were edited" in p for p in verify(running).problems)
+    assert any(
+        "who/where fields were edited" in p for p in (await verify_inprocess(running)).problems
+    )
 
 
-def test_deletion_is_detected(running: RunningApp) -> None:
-    make_activity(running)
+@pytest.mark.inprocess
+async def test_deletion_is_detected(inprocess: InProcessApp) -> None:
+    running = inprocess
+    await make_activity_inprocess(running)
     rows(running.db_path, "DELETE FROM audit_events WHERE id=3")
-    problems = verify(running).problems
+    problems = (await verify_inprocess(running)).problems
     assert any(p.startswith("record 4: the record before it was deleted") for p in problems)
 
 
-def test_insertion_is_detected(running: RunningApp) -> None:
-    make_activity(running)
+@pytest.mark.inprocess
+async def test_insertion_is_detected(inprocess: InProcessApp) -> None:
+    running = inprocess
+    await make_activity_inprocess(running)
     _prev, chain = rows(
         running.db_path, "SELECT prev_hash, chain_hash FROM audit_events WHERE id=2"
     )[0]
@@ -122,7 +157,7 @@ def test_insertion_is_detected(running: RunningApp) -> None:
         chain,
         "f" * 64,
     )
-    assert any("edited or forged" in p for p in verify(running).problems)
+    assert any("edited or forged" in p for p in (await verify_inprocess(running)).problems)
 
 
 def test_tail_deletion_after_a_checkpoint_is_detected(running: RunningApp) -> None:
@@ -139,8 +174,12 @@ def test_forged_checkpoint_is_detected(running: RunningApp) -> None:
     assert any("invalid signature" in p for p in verify(running).problems)
 
 
-def test_retention_prunes_at_a_checkpoint_and_verification_still_holds(running: RunningApp) -> None:
-    make_activity(running)
+@pytest.mark.inprocess
+async def test_retention_prunes_at_a_checkpoint_and_verification_still_holds(
+    inprocess: InProcessApp,
+) -> None:
+    running = inprocess
+    await make_activity_inprocess(running)
 
     async def checkpoint_then_prune(svc: Services) -> int:
         async with svc.db.write() as db:
@@ -151,10 +190,11 @@ def test_retention_prunes_at_a_checkpoint_and_verification_still_holds(running: 
         return pruned if sign_more else 0
 
     first_count = rows(running.db_path, "SELECT count(*) FROM audit_events")[0][0]
-    pruned = with_services(running, checkpoint_then_prune)
+    pruned = await with_services_inprocess(running, checkpoint_then_prune)
     assert pruned == first_count
-    sign_in(running, SANDBOX_USERS["html"])  # new records chain on from the anchor
-    report = verify(running)
+    # new records chain on from the anchor
+    await sign_in_inprocess(running, SANDBOX_USERS["html"])
+    report = await verify_inprocess(running)
     assert report.ok, report.problems
     assert report.records == rows(running.db_path, "SELECT count(*) FROM audit_events")[0][0]
 
@@ -168,11 +208,12 @@ def test_worker_pass_signs_and_prunes(running: RunningApp) -> None:
     assert rows(running.db_path, "SELECT count(*) FROM audit_events")[0][0] > 0
 
 
-def test_events_are_json_log_lines_too(
-    running: RunningApp, caplog: pytest.LogCaptureFixture
+@pytest.mark.inprocess
+async def test_events_are_json_log_lines_too(
+    inprocess: InProcessApp, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    sign_in(running, SANDBOX_USERS["alex"])
+    await sign_in_inprocess(inprocess, SANDBOX_USERS["alex"])
     lines = [
         json.loads(r.getMessage()) for r in caplog.records if r.name == "upwork_assistant.audit"
     ]
@@ -182,32 +223,36 @@ def test_events_are_json_log_lines_too(
     assert all("timestamp" in line and "level" in line for line in lines)
 
 
-def test_own_logs_filtered_and_paginated(running: RunningApp) -> None:
-    alex, _ = sign_in(running, SANDBOX_USERS["alex"])
-    sign_in(running, SANDBOX_USERS["alex"])
-    olena, _ = sign_in(running, SANDBOX_USERS["olena"])
-    mine = alex.get("/api/security/logs", headers=JSON).json()
+@pytest.mark.inprocess
+async def test_own_logs_filtered_and_paginated(inprocess: InProcessApp) -> None:
+    running = inprocess
+    alex, _ = await sign_in_inprocess(running, SANDBOX_USERS["alex"])
+    await sign_in_inprocess(running, SANDBOX_USERS["alex"])
+    olena, _ = await sign_in_inprocess(running, SANDBOX_USERS["olena"])
+    mine = (await alex.get("/api/security/logs", headers=JSON)).json()
     types = [e["type"] for e in mine["items"]]
     assert "account.created" in types and types.count("signin.succeeded") == 2
     assert all("user_id" not in e for e in mine["items"])
-    olenas = olena.get("/api/security/logs", headers=JSON).json()["items"]
+    olenas = (await olena.get("/api/security/logs", headers=JSON)).json()["items"]
     assert {e["id"] for e in olenas}.isdisjoint({e["id"] for e in mine["items"]})
 
-    only = alex.get("/api/security/logs", params={"type": "session.created"}, headers=JSON).json()[
-        "items"
-    ]
+    only = (
+        await alex.get("/api/security/logs", params={"type": "session.created"}, headers=JSON)
+    ).json()["items"]
     assert [e["type"] for e in only] == ["session.created", "session.created"]
-    page1 = alex.get("/api/security/logs", params={"limit": 2}, headers=JSON).json()
+    page1 = (await alex.get("/api/security/logs", params={"limit": 2}, headers=JSON)).json()
     assert len(page1["items"]) == 2 and page1["next_before"]
-    page2 = alex.get(
-        "/api/security/logs", params={"limit": 2, "before": page1["next_before"]}, headers=JSON
+    page2 = (
+        await alex.get(
+            "/api/security/logs", params={"limit": 2, "before": page1["next_before"]}, headers=JSON
+        )
     ).json()
     assert page2["items"] and max(e["id"] for e in page2["items"]) < min(
         e["id"] for e in page1["items"]
     )
-    future = alex.get(
-        "/api/security/logs", params={"since": "2999-01-01T00:00:00Z"}, headers=JSON
+    future = (
+        await alex.get("/api/security/logs", params={"since": "2999-01-01T00:00:00Z"}, headers=JSON)
     ).json()
     assert future["items"] == []
-    bad = alex.get("/api/security/logs", params={"limit": 0}, headers=JSON)
+    bad = await alex.get("/api/security/logs", params={"limit": 0}, headers=JSON)
     assert bad.status_code == 422

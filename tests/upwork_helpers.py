@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import time
 from datetime import UTC, datetime, timedelta
@@ -45,10 +47,28 @@ def sync(browser: Browser) -> httpx.Response:
     return browser.post("/api/upwork/profile/sync", headers=csrf_headers(browser))
 
 
+async def sync_inprocess(browser: AsyncBrowser) -> httpx.Response:
+    """:func:`sync` for the in-process tier."""
+    return await browser.post("/api/upwork/profile/sync", headers=csrf_headers(browser))
+
+
 def sandbox_refresh(app: RunningApp, refresh_token: str) -> httpx.Response:
     """A refresh at the mounted sandbox with the app's own credentials (in the body)."""
     return httpx.post(
         f"{app.url}/sandbox/upwork/api/v3/oauth2/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token,
+            "client_id": app.settings.oauth_client_id,
+            "client_secret": app.settings.oauth_client_secret,
+        },
+    )
+
+
+async def sandbox_refresh_inprocess(app: InProcessApp, refresh_token: str) -> httpx.Response:
+    """:func:`sandbox_refresh` for the in-process tier."""
+    return await app.client().post(
+        "/sandbox/upwork/api/v3/oauth2/token",
         data={
             "grant_type": "refresh_token",
             "refresh_token": refresh_token,
@@ -117,3 +137,18 @@ def wait_until(predicate: Any, timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.05)
+
+
+async def wait_until_inprocess(predicate: Any, within: float = 10.0) -> None:
+    """:func:`wait_until` for the in-process tier: waits without blocking the event loop
+    (the app's own tasks run on it). ``predicate`` may be a coroutine function."""
+
+    async def holds() -> bool:
+        result = predicate()
+        return bool(await result) if inspect.isawaitable(result) else bool(result)
+
+    deadline = time.monotonic() + within
+    while not await holds():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
