@@ -4,15 +4,19 @@ development, and no secret of a URL in any of them."""
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import signal
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from upwork_assistant.config import new_encryption_key_spec
+from upwork_assistant.logs import LogFormat, _formatter
 
 from .test_cli import CLI, clean_env, free_port, wait_for
 
@@ -124,3 +128,31 @@ def test_development_lines_are_readable(tmp_path: Path) -> None:
     assert not lines[0].startswith("{")
     assert "[info" in lines[0] and "[alembic.runtime.migration]" in lines[0]
     assert "\x1b[" not in done.stderr  # no colours when stderr is not a terminal
+
+
+@pytest.mark.parametrize("fmt", ["console", "json"])
+def test_a_traceback_never_shows_local_variables(fmt: LogFormat) -> None:
+    """A logged exception's traceback names the frames, never their locals (structlog's
+    default console renderer, with rich installed, printed every local: tokens too)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(_formatter(fmt, stream))
+    logger = logging.getLogger("upwork_assistant.test_traceback")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+
+        def refresh() -> None:
+            access_token = "tok-" + "local-secret-in-a-frame"
+            raise RuntimeError(f"refresh failed ({len(access_token)} chars)")
+
+        try:
+            refresh()
+        except RuntimeError:
+            logger.exception("refresh_failed")
+    finally:
+        logger.removeHandler(handler)
+    written = stream.getvalue()
+    assert "refresh_failed" in written and "RuntimeError" in written
+    assert "in refresh" in written or '"refresh"' in written or "refresh()" in written
+    assert "local-secret-in-a-frame" not in written

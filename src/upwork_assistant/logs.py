@@ -110,7 +110,15 @@ def _formatter(fmt: LogFormat, stream: TextIO) -> structlog.stdlib.ProcessorForm
         ]
     else:
         isatty = getattr(stream, "isatty", None)
-        renderer = [structlog.dev.ConsoleRenderer(colors=bool(isatty and isatty()))]
+        # A plain traceback: structlog's default (rich's, when rich is installed) prints
+        # every frame's local variables, where tokens and keys live; and renders them so
+        # slowly that a server's shutdown waited seconds for one cancelled request's lines.
+        renderer = [
+            structlog.dev.ConsoleRenderer(
+                colors=bool(isatty and isatty()),
+                exception_formatter=structlog.dev.plain_traceback,
+            )
+        ]
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*_shared_processors(), _foreign_fields],
         pass_foreign_args=True,
