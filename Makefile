@@ -35,9 +35,12 @@ $(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed-test
 
 install: $(VENV)/.installed
 
+# Served at http://localhost:PORT (APP_BASE_URL, unless you set it): browsers allow
+# passkeys on localhost but never on an IP address; http://127.0.0.1:PORT redirects there.
 run: $(VENV)/.installed
 	$(BIN)/upwork-assistant db upgrade
-	$(BIN)/upwork-assistant serve --host $(HOST) --port $(PORT)
+	APP_BASE_URL=$${APP_BASE_URL:-http://localhost:$(PORT)} \
+	  $(BIN)/upwork-assistant serve --host $(HOST) --port $(PORT)
 
 sandbox: $(VENV)/.installed
 	$(BIN)/upwork-assistant sandbox --host $(HOST) --port 8001
@@ -46,16 +49,15 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 
-# The whole suite twice: on SQLite, then on PostgreSQL + Redis (throwaway servers that
-# scripts/with-services.sh installs when missing, starts on loopback and removes).
+# The whole suite twice, both passes at once (a core each): on SQLite, and on PostgreSQL +
+# Redis (throwaway servers that scripts/with-services.sh installs when missing, starts on
+# loopback and removes). `make test-sqlite` / `make test-postgres` run one pass.
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	scripts/ensure-browser.sh
-	@echo "== tests on SQLite =="
-	$(BIN)/pytest -q $(PYTEST_ARGS)
-	@echo "== tests on PostgreSQL + Redis =="
-	scripts/with-services.sh $(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	scripts/with-services.sh true  # installs PostgreSQL and Redis first, once
+	scripts/test-both.sh $(BIN)/pytest $(PYTEST_ARGS)
 
 # The fast tier only: tests marked `inprocess` reach the app through httpx.ASGITransport
 # (no uvicorn, no socket; see tests/fixtures.py). Seconds, on SQLite.
@@ -78,7 +80,7 @@ messages: $(VENV)/.installed
 screenshots: $(VENV)/.installed-test
 	scripts/ensure-browser.sh
 	SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(BIN)/pytest -q -p no:cacheprovider \
-	  tests/test_browser.py -k screenshot_set
+	  tests/test_browser.py tests/test_passkeys_browser.py -k "screenshot_set or passkey_screenshots"
 
 # Benchmarks on SQLite and on PostgreSQL + Redis (throwaway servers), against the
 # FastAPI-Users peer; writes docs/benchmarks.md. BENCH_ARGS=--quick for a short run.

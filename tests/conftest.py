@@ -75,16 +75,24 @@ def app_factory(tmp_path: Path, migrated_template: Path | str) -> Iterator[AppFa
     """Start the real app (sandbox mode unless told otherwise) on a loopback port."""
     stack: list[Any] = []
 
-    def start(sock: socket.socket | None = None, **overrides: Any) -> RunningApp:
+    def start(
+        sock: socket.socket | None = None, host: str | None = None, **overrides: Any
+    ) -> RunningApp:
+        """``host="localhost"``: the app's address (APP_BASE_URL, and the URL tests open)
+        names the loopback by name, as WebAuthn needs (browsers refuse an IP address)."""
         sock = sock or bound_socket()
         port = sock.getsockname()[1]
         data = new_data_dir(tmp_path)
         db = fresh_database(migrated_template, data)
         flush_redis()
+        if host is not None:
+            overrides.setdefault("app_base_url", f"http://{host}:{port}")
         settings = app_settings(port, data, db, overrides)
         app = create_app(settings)
         ctx = serve(app, sock)
         url = ctx.__enter__()
+        if host is not None:
+            url = url.replace("127.0.0.1", host, 1)
         running = RunningApp(url, db, settings, app)
         stack.append((ctx, running))
         return running

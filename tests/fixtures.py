@@ -234,9 +234,8 @@ class InProcessApp:
     clients: list[httpx.AsyncClient] = field(default_factory=list)
 
     def client(self, **kw: Any) -> httpx.AsyncClient:
-        c = httpx.AsyncClient(
-            transport=asgi_transport(self.app), base_url=self.url, timeout=30, **kw
-        )
+        kw.setdefault("base_url", self.url)
+        c = httpx.AsyncClient(transport=asgi_transport(self.app), timeout=30, **kw)
         self.clients.append(c)
         return c
 

@@ -190,7 +190,13 @@ async def test_validation_errors_never_echo_input(inprocess: InProcessApp) -> No
 
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 #: Unsafe routes not authenticated by the session cookie (their own protection applies).
-NOT_SESSION = {"/api/auth/mfa", "/api/auth/refresh"}
+NOT_SESSION = {
+    "/api/auth/mfa",
+    "/api/auth/refresh",
+    # The MFA step with a passkey: no session yet, the MFA challenge cookie.
+    "/api/security/mfa/webauthn/authenticate/options",
+    "/api/security/mfa/webauthn/authenticate/verify",
+}
 
 
 async def test_every_cookie_authenticated_unsafe_route_needs_csrf(
@@ -209,6 +215,11 @@ async def test_every_cookie_authenticated_unsafe_route_needs_csrf(
         ("POST", "/security/mfa/verify"),
         ("POST", "/security/mfa/disable"),
         ("POST", "/security/mfa/backup-codes"),
+        ("POST", "/security/mfa/confirm"),
+        ("POST", "/security/mfa/remove-app"),
+        ("POST", "/security/passkeys"),
+        ("POST", "/security/passkeys/some-id/rename"),
+        ("POST", "/security/passkeys/some-id/remove"),
         ("POST", "/security/sessions/some-id/revoke"),
         ("POST", "/security/sessions/revoke-others"),
         ("POST", "/admin/users/some-id/block"),

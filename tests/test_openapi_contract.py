@@ -18,6 +18,9 @@ PUBLIC = {
     ("GET", "/api/auth/upwork/callback"),
     ("POST", "/api/auth/refresh"),
     ("POST", "/api/auth/mfa"),
+    # The MFA step with a passkey: before any session, by the MFA challenge cookie.
+    ("POST", "/api/security/mfa/webauthn/authenticate/options"),
+    ("POST", "/api/security/mfa/webauthn/authenticate/verify"),
 }
 SCHEMES = {"cookieAuth", "bearerAuth"}
 ERROR_REF = "#/components/schemas/ErrorBody"

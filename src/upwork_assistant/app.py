@@ -19,10 +19,11 @@ from fastapi.staticfiles import StaticFiles
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from . import __version__
+from .api.canonical import LocalhostRedirectMiddleware, wants_localhost
 from .api.docs import install_api_docs
 from .api.errors import error_json, install_error_handlers
 from .api.metrics import HTTPMetricsMiddleware, exposition
-from .api.routes import account, admin, auth, security, upwork
+from .api.routes import account, admin, auth, passkeys, security, upwork
 from .config import SANDBOX_CLIENT_ID, SANDBOX_PREFIX, Settings, get_settings
 from .logs import configure_logging_for
 from .sandbox import SandboxClient, SandboxConfig, create_sandbox_app, parse_scopes
@@ -80,6 +81,8 @@ ROUTERS = (
     auth.router,
     auth.session_router,
     security.router,
+    passkeys.router,
+    passkeys.signin_router,
     account.router,
     admin.router,
     upwork.router,
@@ -184,8 +187,9 @@ def _mount_sandbox(app: FastAPI, settings: Settings) -> None:
 
 
 def _add_middleware(app: FastAPI, settings: Settings) -> None:
-    """Added innermost first: CORS (when configured), the body limit, metrics, security
-    headers, and outermost the trusted proxies' headers."""
+    """Added innermost first: CORS (when configured), the body limit, the move from
+    127.0.0.1 to localhost (development at localhost only), metrics, security headers, and
+    outermost the trusted proxies' headers."""
     if settings.cors_origins.strip():
         app.add_middleware(
             CORSMiddleware,
@@ -195,6 +199,8 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
             allow_headers=["Authorization", "Content-Type", "X-CSRF-Token"],
         )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    if wants_localhost(settings.app_base_url, settings.is_production):
+        app.add_middleware(LocalhostRedirectMiddleware, base_url=settings.app_base_url)
     app.add_middleware(HTTPMetricsMiddleware)
     upwork_origin = "{0.scheme}://{0.netloc}".format(urlsplit(settings.authorize_url))
     app.add_middleware(

@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError
 
 from .auth.accounts import AccountService
 from .auth.flow import FlowStore
-from .auth.mfa import MfaPolicy, MfaService
+from .auth.mfa import MfaPolicy, MfaService, RelyingParty
 from .auth.sessions import SessionService
 from .auth.signin import SignInService
 from .auth.tokens import JWTIssuer, JwtKeyStore
@@ -121,7 +121,14 @@ class Services:
         sessions = SessionService(
             keys.token_hash, s.session_ttl_days, jwt, s.refresh_grace_seconds, s.session_max_days
         )
-        mfa = MfaService(db, keyring, keys.mfa_cookie, MfaPolicy(), issuer=s.app_name)
+        mfa = MfaService(
+            db,
+            keyring,
+            keys.mfa_cookie,
+            MfaPolicy(),
+            issuer=s.app_name,
+            rp=RelyingParty.from_base_url(s.app_base_url, s.app_name, s.is_production),
+        )
         return cls(
             settings=s,
             db=db,

@@ -179,9 +179,69 @@ class RevokedOut(BaseModel):
 
 
 class MfaStatusOut(BaseModel):
-    enabled: bool
+    enabled: bool = Field(description="True while you have a second factor")
     enabled_at: IsoTime | None
     backup_codes_left: int
+    totp_enabled: bool = Field(description="An authenticator app is set up")
+    passkeys: int = Field(description="How many passkeys are registered")
+    fresh_until: IsoTime | None = Field(
+        description="Until when this session may add or remove factors without confirming "
+        "again (null: confirm first, when MFA is on)"
+    )
+
+
+# --- passkeys (WebAuthn) ---------------------------------------------------------------
+
+
+class PasskeyOut(BaseModel):
+    id: str
+    name: str
+    created_at: IsoTime
+    last_used_at: IsoTime | None
+    backed_up: bool = Field(description="The authenticator says it syncs this passkey")
+
+
+class WebAuthnOptionsOut(BaseModel):
+    """Options for ``navigator.credentials.create`` or ``.get``, in the WebAuthn JSON form
+    (``PublicKeyCredential.parseCreationOptionsFromJSON`` / ``parseRequestOptionsFromJSON``
+    read it). The challenge in it is single-use and dies after five minutes."""
+
+    publicKey: dict[str, Any]
+
+
+class WebAuthnCredentialBody(BaseModel):
+    """The browser's answer, as ``PublicKeyCredential.toJSON()`` gives it."""
+
+    credential: dict[str, Any] = Field(
+        description="RegistrationResponseJSON or AuthenticationResponseJSON"
+    )
+
+
+class PasskeyAddBody(WebAuthnCredentialBody):
+    name: str = Field(min_length=1, max_length=64, description="What you call it")
+    revoke_other_sessions: bool = False
+
+
+class PasskeyRenameBody(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+
+
+class PasskeyAddedOut(BaseModel):
+    passkey: PasskeyOut
+    mfa_enabled: Literal[True]
+    backup_codes: list[str] = Field(
+        description="Shown once, when this passkey turned MFA on; empty otherwise"
+    )
+    revoked_sessions: int
+
+
+class PasskeyRemovedOut(BaseModel):
+    mfa_enabled: bool = Field(description="False when this was your last second factor")
+    revoked_sessions: int
+
+
+class FreshOut(BaseModel):
+    fresh_until: IsoTime = Field(description="Until when factor changes need no confirmation")
 
 
 class MfaSetupOut(BaseModel):
@@ -248,6 +308,10 @@ class StatsOut(BaseModel):
     signins_24h: int
     failed_signins_24h: int
     mfa_lockouts_24h: int
+    passkey_users: int
+    passkey_counter_regressions_24h: int = Field(
+        description="Passkey sign-ins refused because the counter went back (a copied key?)"
+    )
     users_needing_upwork_reauth: int
 
 
@@ -258,6 +322,10 @@ class AdminUserOut(BaseModel):
     email: str | None
     roles: list[str]
     mfa_enabled: bool
+    mfa_factors: list[Literal["totp", "passkey"]] = Field(
+        description="Which second factors are on (backup codes come with either)"
+    )
+    passkeys: int = Field(description="How many passkeys are registered")
     blocked: bool
     blocked_at: IsoTime | None
     blocked_reason: str | None

@@ -96,6 +96,36 @@ REASONS: dict[str, Reason] = {
     "session_not_found": Reason(404, "No such active session of yours."),
     "forbidden": Reason(403, "You do not have access to this."),
     "mfa_code_required": Reason(400, "Two-factor sign-in is on: enter a current code to confirm."),
+    "mfa_reauth_required": Reason(
+        403,
+        "Confirm it is you first (a code, a backup code or a passkey): changes to your "
+        "second factors need a confirmation from the last five minutes.",
+    ),
+    "totp_already_enabled": Reason(409, "An authenticator app is already set up."),
+    "passkey_invalid": Reason(
+        400, "The passkey's answer could not be verified. Try again, or use another way."
+    ),
+    "passkey_unknown": Reason(400, "This passkey is not registered on your account here."),
+    "passkey_counter_regressed": Reason(
+        400,
+        "This passkey's signature counter went backwards, which can mean the key was "
+        "copied, so it was refused. Use another way, and check your passkeys on the "
+        "Security page.",
+    ),
+    "passkey_challenge_expired": Reason(400, "The passkey request expired. Please try again."),
+    "passkey_challenge_invalid": Reason(
+        400, "This passkey request is no longer valid (it was used already). Please try again."
+    ),
+    "passkey_none": Reason(400, "You have no passkey here. Use your code or a backup code."),
+    "passkey_not_found": Reason(404, "No such passkey of yours."),
+    "passkey_already_registered": Reason(409, "This passkey is already registered."),
+    "passkey_limit": Reason(409, "You have as many passkeys as an account can have (20)."),
+    "passkey_name_invalid": Reason(422, "A passkey's name must be 1 to 64 printable characters."),
+    "passkeys_unavailable": Reason(
+        400,
+        "Passkeys need this site's address to be a domain name over https (or localhost in "
+        "development).",
+    ),
     "account_blocked": Reason(
         403,
         "This account has been blocked by an administrator. Contact support if you "

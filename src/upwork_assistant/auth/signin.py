@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.engine import Database
-from ..db.models import ProfileSync, User, UserSession
+from ..db.models import MfaChallenge, ProfileSync, User, UserSession
 from ..security import audit
 from ..security.audit import RequestMeta
 from ..upwork.errors import UpworkError
@@ -127,6 +127,30 @@ class SignInService:
         TOTP code or a backup code), then the session. Raises AuthError (or MfaLocked)."""
         challenge = await self.mfa.challenge(challenge_cookie)
         method = await self.mfa.verify(challenge.user_id, code, meta, challenge.id)
+        return await self._finish_mfa(challenge, method, meta)
+
+    async def passkey_options(self, challenge_cookie: str | None) -> dict[str, Any]:
+        """The MFA stage with a passkey, step one: options for ``navigator.credentials.get``,
+        bound to the challenge this browser holds."""
+        challenge = await self.mfa.challenge(challenge_cookie)
+        return await self.mfa.passkey_assertion_options(
+            challenge.user_id, "signin", mfa_challenge_id=challenge.id
+        )
+
+    async def complete_mfa_passkey(
+        self, challenge_cookie: str | None, credential: dict[str, Any], meta: RequestMeta
+    ) -> SignInResult:
+        """The MFA stage with a passkey, step two: the browser's assertion, then the
+        session. Raises AuthError (or MfaLocked)."""
+        challenge = await self.mfa.challenge(challenge_cookie)
+        method = await self.mfa.verify_passkey(
+            challenge.user_id, credential, meta, challenge_id=challenge.id
+        )
+        return await self._finish_mfa(challenge, method, meta)
+
+    async def _finish_mfa(
+        self, challenge: MfaChallenge, method: str, meta: RequestMeta
+    ) -> SignInResult:
         async with self.db.write() as db:
             if not await self.mfa.consume(db, challenge.id):
                 raise AuthError("mfa_challenge_missing")
@@ -134,6 +158,8 @@ class SignInService:
             if user is None:
                 raise AuthError("not_authenticated")
             session, refresh = await self.start_session(db, user, meta, method=f"upwork+{method}")
+            # The factor was just proven: this session may change factors for a while.
+            await self.mfa.mark_fresh(db, session.id)
         return SignInResult(user, False, session, refresh)
 
     async def start_session(

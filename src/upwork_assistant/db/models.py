@@ -187,6 +187,9 @@ class UserSession(Base):
     rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     grace_kid: Mapped[str | None] = mapped_column(String(32))
     grace_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    #: When this session last proved a second factor (the sign-in's MFA step, or a
+    #: confirmation on the Security page): changes to the factors need one that is fresh.
+    mfa_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class RotatedRefreshToken(Base):
@@ -211,6 +214,50 @@ class MfaChallenge(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     failures: Mapped[int] = mapped_column(Integer, default=0)
+    consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class WebAuthnCredential(Base):
+    """A passkey or security key registered as a second factor. The public key is not a
+    secret; what matters is that nobody swaps it, so every change of the row is an audited
+    event (mfa.passkey_added / _removed) in the hash-chained log."""
+
+    __tablename__ = "webauthn_credentials"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    #: The authenticator's credential id, base64url (unique across every user).
+    credential_id: Mapped[str] = mapped_column(String(1400), unique=True)
+    #: The COSE public key as the authenticator sent it.
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    sign_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    name: Mapped[str] = mapped_column(String(64))
+    transports: Mapped[list[str]] = mapped_column(JSON, default=list)
+    aaguid: Mapped[str] = mapped_column(String(36))
+    backed_up: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class WebAuthnChallenge(Base):
+    """A WebAuthn ceremony in progress: the random challenge the browser must sign, for
+    one purpose (register, signin, reauth), bound to the sign-in's MFA challenge or to the
+    session that asked; spent once, dead after a few minutes. The id is the SHA-256 of
+    the challenge, found again from the clientDataJSON the browser sends back."""
+
+    __tablename__ = "webauthn_challenges"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    purpose: Mapped[str] = mapped_column(String(16))
+    mfa_challenge_id: Mapped[str | None] = mapped_column(
+        ForeignKey("mfa_challenges.id", ondelete="CASCADE"), index=True
+    )
+    session_id: Mapped[str | None] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 

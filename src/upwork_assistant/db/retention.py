@@ -28,6 +28,7 @@ from .models import (
     ProfileSync,
     RotatedRefreshToken,
     UserSession,
+    WebAuthnChallenge,
 )
 
 ENDED_SESSIONS = timedelta(days=30)
@@ -57,6 +58,11 @@ async def prune(db: AsyncSession, now: datetime) -> dict[str, int]:
         "mfa_failures": delete(MfaFailure).where(MfaFailure.created_at < now - MFA_FAILURES),
         "mfa_challenges": delete(MfaChallenge).where(
             MfaChallenge.expires_at < now - EXPIRED_CHALLENGES
+        ),
+        # (The webauthn rows of a pruned MFA challenge or session go with it: ON DELETE
+        # CASCADE.)
+        "webauthn_challenges": delete(WebAuthnChallenge).where(
+            WebAuthnChallenge.expires_at < now - EXPIRED_CHALLENGES
         ),
         "oauth_flows": delete(OAuthFlow).where(OAuthFlow.expires_at < now - EXPIRED_CHALLENGES),
         "profile_syncs": delete(ProfileSync).where(

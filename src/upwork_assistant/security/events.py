@@ -9,7 +9,14 @@ from typing import Any
 from sqlalchemy import func, or_, select
 
 from ..db.engine import Database
-from ..db.models import AuditEvent, ConnectionStatus, UpworkConnection, User, UserSession
+from ..db.models import (
+    AuditEvent,
+    ConnectionStatus,
+    UpworkConnection,
+    User,
+    UserSession,
+    WebAuthnCredential,
+)
 from ..db.types import utcnow
 from . import audit
 
@@ -99,6 +106,10 @@ async def security_stats(database: Database) -> dict[str, int]:
             "signins_24h": await events(audit.SIGNIN_SUCCEEDED),
             "failed_signins_24h": await events(audit.SIGNIN_FAILED),
             "mfa_lockouts_24h": await events(audit.MFA_LOCKED),
+            "passkey_users": int(
+                await db.scalar(select(func.count(func.distinct(WebAuthnCredential.user_id)))) or 0
+            ),
+            "passkey_counter_regressions_24h": await events(audit.MFA_PASSKEY_COUNTER_REGRESSED),
             "users_needing_upwork_reauth": int(
                 await db.scalar(
                     select(func.count())
@@ -110,7 +121,12 @@ async def security_stats(database: Database) -> dict[str, int]:
         }
 
 
-def admin_user_json(user: User, connection_status: str | None) -> dict[str, Any]:
+def admin_user_json(user: User, connection_status: str | None, passkeys: int) -> dict[str, Any]:
+    """What an administrator sees of a user: never a secret, a key or a code; of the second
+    factors only which kinds are on and how many passkeys."""
+    factors = (["totp"] if user.mfa_secret_ct is not None else []) + (
+        ["passkey"] if passkeys else []
+    )
     return {
         "id": user.id,
         "upwork_id": user.upwork_id,
@@ -118,6 +134,8 @@ def admin_user_json(user: User, connection_status: str | None) -> dict[str, Any]
         "email": user.email,
         "roles": user.roles,
         "mfa_enabled": user.mfa_enabled,
+        "mfa_factors": factors,
+        "passkeys": passkeys,
         "blocked": user.blocked_at is not None,
         "blocked_at": user.blocked_at.isoformat() if user.blocked_at else None,
         "blocked_reason": user.blocked_reason,
@@ -131,7 +149,13 @@ async def search_users(
 ) -> dict[str, Any]:
     """Users, newest first, with their Upwork connection's status; ``q`` searches name,
     email, Upwork id and user id."""
-    query = select(User, UpworkConnection.status).outerjoin(
+    passkeys = (
+        select(func.count())
+        .select_from(WebAuthnCredential)
+        .where(WebAuthnCredential.user_id == User.id)
+        .scalar_subquery()
+    )
+    query = select(User, UpworkConnection.status, passkeys).outerjoin(
         UpworkConnection, UpworkConnection.user_id == User.id
     )
     count = select(func.count()).select_from(User)
@@ -150,4 +174,16 @@ async def search_users(
         rows = (
             await db.execute(query.order_by(User.created_at.desc()).limit(limit).offset(offset))
         ).all()
-    return {"items": [admin_user_json(u, st) for u, st in rows], "total": total}
+    return {"items": [admin_user_json(u, st, int(n or 0)) for u, st, n in rows], "total": total}
+
+
+async def passkey_count(database: Database, user_id: str) -> int:
+    async with database.session() as db:
+        return int(
+            await db.scalar(
+                select(func.count())
+                .select_from(WebAuthnCredential)
+                .where(WebAuthnCredential.user_id == user_id)
+            )
+            or 0
+        )

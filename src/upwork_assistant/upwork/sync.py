@@ -338,9 +338,7 @@ class ProfileSyncService:
         (stale, and a working connection to fetch it with)?"""
         return conn is not None and conn.status == ACTIVE and self.is_stale(user)
 
-    async def sync_requested(
-        self, budget: Budget, user_id: str, meta: RequestMeta | None
-    ) -> User:
+    async def sync_requested(self, budget: Budget, user_id: str, meta: RequestMeta | None) -> User:
         """A sync the user asked for: within their share of the Upwork budget
         (RateLimitExceeded beyond it), then from Upwork (UpworkError when that fails)."""
         retry_after = await budget.hit(user_id)

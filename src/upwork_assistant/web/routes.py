@@ -4,6 +4,7 @@ language (web/i18n.py); forms work without JavaScript."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -59,6 +60,20 @@ NOTICES = {
     "backup_codes_regenerated_others_revoked": N_(
         "New backup codes: the old ones no longer work, and your other sessions are signed out."
     ),
+    "mfa_confirmed": N_("Confirmed: for the next five minutes you can change your second factors."),
+    "passkey_added": N_("Your passkey is added."),
+    "passkey_added_others_revoked": N_(
+        "Your passkey is added, and your other sessions are signed out."
+    ),
+    "passkey_renamed": N_("The passkey is renamed."),
+    "passkey_removed": N_("The passkey is removed."),
+    "passkey_removed_others_revoked": N_(
+        "The passkey is removed, and your other sessions are signed out."
+    ),
+    "totp_removed": N_("The authenticator app is removed; your passkeys still sign you in."),
+    "totp_removed_others_revoked": N_(
+        "The authenticator app is removed, and your other sessions are signed out."
+    ),
     "session_revoked": N_("That session is signed out."),
     "others_revoked": N_("All your other sessions are signed out."),
     "synced": N_("Your profile is up to date with Upwork."),
@@ -83,7 +98,22 @@ PAGE_ERRORS = {
     ),
     "confirm_required": N_("Tick the box to confirm that you want to delete your account."),
     "invalid_request": N_("Some of what was sent could not be used. Please try again."),
+    "passkey_failed": N_("The passkey could not be used. Please try again, or use another way."),
 }
+
+#: Why passkeys cannot work on this server (``RelyingParty.problem``), as msgids.
+PASSKEY_PROBLEMS = {
+    "ip_address": N_(
+        "Passkeys are not available on this server: its address is an IP address, and "
+        "browsers allow passkeys only on a domain name."
+    ),
+    "not_https": N_(
+        "Passkeys are not available on this server: browsers allow passkeys only over "
+        "https (or on localhost)."
+    ),
+}
+#: The longest passkey answer a page form takes (a JSON string from the browser).
+CREDENTIAL_MAX = 20_000
 
 #: Security events as a person reads them.
 EVENT_LABELS = {
@@ -106,6 +136,14 @@ EVENT_LABELS = {
     audit.AUDIT_ANONYMISED: N_("Records of a deleted account anonymised"),
     audit.MFA_BACKUP_CODE_USED: N_("Backup code used"),
     audit.MFA_BACKUP_CODES_REGENERATED: N_("New backup codes made"),
+    audit.MFA_TOTP_REMOVED: N_("Authenticator app removed"),
+    audit.MFA_REAUTHENTICATED: N_("Confirmed with a second factor"),
+    audit.MFA_PASSKEY_ADDED: N_("Passkey added"),
+    audit.MFA_PASSKEY_RENAMED: N_("Passkey renamed"),
+    audit.MFA_PASSKEY_REMOVED: N_("Passkey removed"),
+    audit.MFA_PASSKEY_USED: N_("Passkey used"),
+    audit.MFA_PASSKEY_REFUSED: N_("Passkey refused"),
+    audit.MFA_PASSKEY_COUNTER_REGRESSED: N_("Passkey refused as a possible copy"),
     audit.UPWORK_REFRESH_FAILED: N_("Upwork access renewal failed"),
     audit.UPWORK_REAUTH_REQUIRED: N_("Upwork access needs reconnecting"),
     audit.RATE_LIMIT_HIT: N_("Too many requests"),
@@ -252,22 +290,50 @@ async def profile_sync(svc: ServicesDep, principal: PrincipalDep, meta: MetaDep)
 
 @public_router.get("/mfa", response_class=HTMLResponse)
 async def mfa_page(request: Request, svc: ServicesDep, error: str | None = None) -> Response:
-    """The second step of a sign-in with MFA on."""
+    """The second step of a sign-in with MFA on: the user's passkey first when they have
+    one (the page's script), the code form always (the way without JavaScript)."""
     try:
-        await svc.mfa.challenge(request.cookies.get(svc.settings.cookies.mfa))
+        challenge = await svc.mfa.challenge(request.cookies.get(svc.settings.cookies.mfa))
     except AuthError as exc:
         return _redirect(f"/?error={exc.code}")
-    return render(request, "mfa.html", {"error_message": page_message(error)})
+    return render(
+        request,
+        "mfa.html",
+        {
+            "error_message": page_message(error),
+            "factors": await svc.mfa.factors(challenge.user_id),
+            # The sign-in's cookies belong to this address: at the other, sign in again.
+            **_passkey_context(svc, "/"),
+        },
+    )
 
 
 # ------------------------------------------------------------------ security settings
 
 
+def _passkey_context(svc: ServicesDep, path: str) -> dict[str, Any]:
+    """What a page's passkey part needs: where passkeys work (the relying party's origin:
+    a page opened at another one, such as http://127.0.0.1 in development, links there)
+    and why they cannot work on this server at all, if so."""
+    rp = svc.mfa.passkeys.rp
+    return {
+        "rp_origin": rp.origin,
+        "rp_page": rp.origin + path,
+        "passkey_problem": PASSKEY_PROBLEMS.get(rp.problem or "", PASSKEY_PROBLEMS["not_https"])
+        if rp.problem
+        else None,
+    }
+
+
 async def _security_page(
     request: Request, svc: ServicesDep, principal: PrincipalDep, **extra: object
 ) -> Response:
+    user_id = principal.user.id
     async with svc.db.session() as db:
-        sessions = await svc.sessions.list_active(db, principal.user.id)
+        sessions = await svc.sessions.list_active(db, user_id)
+    factors = await svc.mfa.factors(user_id)
+    principal.user.mfa_enabled = factors.any
+    fresh_until = await svc.mfa.fresh_until(principal.session.id) if factors.any else None
     context: dict[str, Any] = {
         "user": principal.user,
         "csrf_token": svc.csrf.token_for(principal.session.id),
@@ -284,7 +350,12 @@ async def _security_page(
         else 0,
         "setup": None,
         "backup_codes": None,
+        "factors": factors,
+        "passkeys": await svc.mfa.passkey_list(user_id),
+        # Changes to the factors need none while MFA is off, else a recent confirmation.
+        "fresh": not factors.any or fresh_until is not None,
         "section": "security",
+        **_passkey_context(svc, "/security"),
     }
     context.update(extra)
     return render(request, "security.html", context)
@@ -319,7 +390,9 @@ async def security_mfa_setup(
     request: Request, svc: ServicesDep, principal: PrincipalDep
 ) -> Response:
     try:
-        info = await svc.mfa.begin_setup(principal.user.id, principal.user.display_name)
+        info = await svc.mfa.begin_setup(
+            principal.user.id, principal.user.display_name, principal.session.id
+        )
     except AuthError as exc:
         return _back(exc)
     key = " ".join(info.secret[i : i + 4] for i in range(0, len(info.secret), 4))
@@ -336,7 +409,7 @@ async def security_mfa_verify(
     revoke_other_sessions: bool = Form(False),
 ) -> Response:
     try:
-        codes = await svc.mfa.confirm_setup(principal.user.id, code, meta)
+        codes = await svc.mfa.confirm_setup(principal.user.id, code, meta, principal.session.id)
     except AuthError as exc:
         return _back(exc)
     principal.user.mfa_enabled = True
@@ -389,6 +462,123 @@ async def security_mfa_disable(
         )
         return _redirect("/security?notice=mfa_disabled_others_revoked")
     return _redirect("/security?notice=mfa_disabled")
+
+
+async def _end_others(
+    revoke: bool, svc: ServicesDep, principal: PrincipalDep, meta: MetaDep, change: str
+) -> bool:
+    """ "Sign out my other sessions", ticked with a change of the factors."""
+    if revoke:
+        await svc.accounts.end_other_sessions_after_mfa_change(
+            principal.user.id, principal.session.id, meta, change
+        )
+    return revoke
+
+
+@router.post("/security/mfa/confirm")
+async def security_mfa_confirm(
+    svc: ServicesDep, principal: PrincipalDep, meta: MetaDep, code: str = Form(max_length=64)
+) -> Response:
+    """ "Confirm it's you" with a code or a backup code (a passkey goes through the API):
+    changes to the factors are allowed for the next few minutes."""
+    try:
+        await svc.mfa.reauth_with_code(principal.user.id, principal.session.id, code, meta)
+    except AuthError as exc:
+        return _back(exc)
+    return _redirect("/security?notice=mfa_confirmed#mfa")
+
+
+@router.post("/security/mfa/remove-app")
+async def security_mfa_remove_app(
+    svc: ServicesDep,
+    principal: PrincipalDep,
+    meta: MetaDep,
+    revoke_other_sessions: bool = Form(False),
+) -> Response:
+    """Remove the authenticator app (a recent confirmation needed); passkeys stay."""
+    try:
+        still_on = await svc.mfa.remove_totp(principal.user.id, principal.session.id, meta)
+    except AuthError as exc:
+        return _back(exc)
+    change = "totp_removed" if still_on else "disabled"
+    revoked = await _end_others(revoke_other_sessions, svc, principal, meta, change)
+    notice = "totp_removed" if still_on else "mfa_disabled"
+    return _redirect(f"/security?notice={notice}{'_others_revoked' if revoked else ''}")
+
+
+def _credential(value: str) -> dict[str, Any] | None:
+    """The browser's passkey answer (PublicKeyCredential.toJSON) from a form field."""
+    try:
+        parsed = json.loads(value)
+    except (ValueError, RecursionError):
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+@router.post("/security/passkeys", response_class=HTMLResponse)
+async def security_passkey_add(
+    request: Request,
+    svc: ServicesDep,
+    principal: PrincipalDep,
+    meta: MetaDep,
+    name: str = Form("", max_length=200),
+    credential: str = Form("", max_length=CREDENTIAL_MAX),
+    revoke_other_sessions: bool = Form(False),
+) -> Response:
+    """Add the passkey the page's script had the browser create. When it turned MFA on,
+    the page shows the backup codes (once), as turning on the authenticator app does."""
+    parsed = _credential(credential)
+    if parsed is None:
+        return _back("passkey_invalid")
+    try:
+        _row, codes = await svc.mfa.add_passkey(
+            principal.user.id, principal.session.id, name, parsed, meta
+        )
+    except AuthError as exc:
+        return _back(exc)
+    revoked = await _end_others(revoke_other_sessions, svc, principal, meta, "passkey_added")
+    notice = "passkey_added_others_revoked" if revoked else "passkey_added"
+    if not codes:
+        return _redirect(f"/security?notice={notice}#passkeys")
+    principal.user.mfa_enabled = True
+    return await _security_page(request, svc, principal, backup_codes=codes, notice=NOTICES[notice])
+
+
+@router.post("/security/passkeys/{passkey_id}/rename")
+async def security_passkey_rename(
+    passkey_id: str,
+    svc: ServicesDep,
+    principal: PrincipalDep,
+    meta: MetaDep,
+    name: str = Form("", max_length=200),
+) -> Response:
+    try:
+        await svc.mfa.rename_passkey(principal.user.id, passkey_id[:64], name, meta)
+    except AuthError as exc:
+        return _back(exc)
+    return _redirect("/security?notice=passkey_renamed#passkeys")
+
+
+@router.post("/security/passkeys/{passkey_id}/remove")
+async def security_passkey_remove(
+    passkey_id: str,
+    svc: ServicesDep,
+    principal: PrincipalDep,
+    meta: MetaDep,
+    revoke_other_sessions: bool = Form(False),
+) -> Response:
+    """Remove a passkey (a recent confirmation needed); the last factor going turns MFA
+    off."""
+    try:
+        still_on = await svc.mfa.remove_passkey(
+            principal.user.id, principal.session.id, passkey_id[:64], meta
+        )
+    except AuthError as exc:
+        return _back(exc)
+    change = "passkey_removed" if still_on else "disabled"
+    revoked = await _end_others(revoke_other_sessions, svc, principal, meta, change)
+    notice = "passkey_removed" if still_on else "mfa_disabled"
+    return _redirect(f"/security?notice={notice}{'_others_revoked' if revoked else ''}")
 
 
 @router.post("/security/sessions/{session_id}/revoke")

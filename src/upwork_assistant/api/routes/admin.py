@@ -9,7 +9,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
 
-from ...security.events import admin_user_json, query_events, search_users, security_stats
+from ...security.events import (
+    admin_user_json,
+    passkey_count,
+    query_events,
+    search_users,
+    security_stats,
+)
 from ..deps import SIGNED_IN_API, AdminDep, MetaDep, PrincipalDep, ServicesDep
 from ..schemas import (
     SIGNED_IN_SECURITY,
@@ -144,7 +150,7 @@ async def block(
 ) -> dict[str, Any]:
     """Block a user: every session of theirs stops working at once; they cannot sign in."""
     user = await svc.accounts.set_blocked(admin.user, user_id, body.reason, meta)
-    return admin_user_json(user, None)
+    return admin_user_json(user, None, await passkey_count(svc.db, user.id))
 
 
 @router.post(
@@ -155,4 +161,4 @@ async def block(
 )
 async def unblock(user_id: str, admin: AdminDep, svc: ServicesDep, meta: MetaDep) -> dict[str, Any]:
     user = await svc.accounts.set_blocked(admin.user, user_id, None, meta)
-    return admin_user_json(user, None)
+    return admin_user_json(user, None, await passkey_count(svc.db, user.id))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from ...auth.errors import AuthError
@@ -14,10 +14,12 @@ from ..deps import SIGNED_IN_API, MetaDep, Principal, PrincipalDep, ServicesDep
 from ..schemas import (
     SIGNED_IN_SECURITY,
     BackupCodesOut,
+    FreshOut,
     MfaDisabledOut,
     MfaEnabledOut,
     MfaSetupOut,
     MfaStatusOut,
+    PasskeyRemovedOut,
     RevokedOut,
     SessionOut,
     errors,
@@ -36,11 +38,24 @@ class CodeBody(BaseModel):
     code: str = Field(max_length=64, description="A 6-digit TOTP code or a backup code")
 
 
-class MfaChangeBody(CodeBody):
+class MfaChangeBody(BaseModel):
+    code: str = Field(
+        max_length=64,
+        description='A 6-digit TOTP code or a backup code; or "" when this session '
+        "confirmed a factor (``/mfa/reauth``, a passkey) in the last five minutes",
+    )
     revoke_other_sessions: bool = Field(
         False,
         description="Also sign out every other session of yours (the answer's "
         "``revoked_sessions`` says how many)",
+    )
+
+
+class MfaVerifyBody(CodeBody):
+    """A code from the new authenticator app's secret."""
+
+    revoke_other_sessions: bool = Field(
+        False, description="Also sign out every other session of yours"
     )
 
 
@@ -96,27 +111,71 @@ async def delete_other_sessions(
 
 @router.get("/mfa", response_model=MfaStatusOut, responses=READ_ERRORS)
 async def mfa_status(principal: PrincipalDep, svc: ServicesDep) -> dict[str, Any]:
+    user = principal.user
+    factors = await svc.mfa.factors(user.id)
+    fresh = await svc.mfa.fresh_until(principal.session.id)
     return {
-        "enabled": principal.user.mfa_enabled,
-        "enabled_at": principal.user.mfa_enabled_at.isoformat()
-        if principal.user.mfa_enabled_at
-        else None,
-        "backup_codes_left": await svc.mfa.backup_codes_left(principal.user.id)
-        if principal.user.mfa_enabled
-        else 0,
+        "enabled": user.mfa_enabled,
+        "enabled_at": user.mfa_enabled_at.isoformat() if user.mfa_enabled_at else None,
+        "backup_codes_left": await svc.mfa.backup_codes_left(user.id) if user.mfa_enabled else 0,
+        "totp_enabled": factors.totp,
+        "passkeys": factors.passkeys,
+        "fresh_until": fresh.isoformat() if fresh else None,
     }
+
+
+@router.post(
+    "/mfa/reauth", response_model=FreshOut, responses=errors(400, 401, 403, 409, 422, 429, 503)
+)
+async def mfa_reauth(
+    body: CodeBody, principal: PrincipalDep, svc: ServicesDep, meta: MetaDep
+) -> dict[str, str]:
+    """Confirm it is you with a TOTP or backup code: adding or removing a factor needs no
+    other confirmation for five minutes (a passkey does the same through
+    ``/mfa/webauthn/reauth/*``). Failures count toward the MFA lockout."""
+    fresh = await svc.mfa.reauth_with_code(principal.user.id, principal.session.id, body.code, meta)
+    return {"fresh_until": fresh.isoformat()}
+
+
+@router.post(
+    "/mfa/totp/remove",
+    response_model=PasskeyRemovedOut,
+    responses=errors(401, 403, 409, 422, 429, 503),
+)
+async def mfa_totp_remove(
+    principal: PrincipalDep,
+    svc: ServicesDep,
+    meta: MetaDep,
+    revoke_other_sessions: bool = Query(False, description="Also sign out your other sessions"),
+) -> dict[str, Any]:
+    """Remove the authenticator app (a factor confirmed in the last five minutes needed).
+    Passkeys keep MFA on; without them MFA goes off."""
+    enabled = await svc.mfa.remove_totp(principal.user.id, principal.session.id, meta)
+    revoked = 0
+    if revoke_other_sessions:
+        revoked = await svc.accounts.end_other_sessions_after_mfa_change(
+            principal.user.id, principal.session.id, meta, "totp_removed"
+        )
+    return {"mfa_enabled": enabled, "revoked_sessions": revoked}
 
 
 @router.post("/mfa/setup", response_model=MfaSetupOut, responses=errors(401, 403, 409, 429, 503))
 async def mfa_setup(principal: PrincipalDep, svc: ServicesDep) -> dict[str, str]:
-    """Start enabling MFA: a new secret, its otpauth:// URI and a QR code (SVG). Not active
-    until ``/mfa/verify`` gets a code from it."""
-    info = await svc.mfa.begin_setup(principal.user.id, principal.user.display_name)
+    """Start adding the authenticator app: a new secret, its otpauth:// URI and a QR code
+    (SVG). Not active until ``/mfa/verify`` gets a code from it. With passkeys already on,
+    this session must have confirmed a factor in the last five minutes."""
+    info = await svc.mfa.begin_setup(
+        principal.user.id, principal.user.display_name, principal.session.id
+    )
     return {"secret": info.secret, "otpauth_uri": info.otpauth_uri, "qr_svg": info.qr_svg}
 
 
 async def _maybe_end_others(
-    body: MfaChangeBody, svc: ServicesDep, principal: Principal, meta: MetaDep, change: str
+    body: MfaChangeBody | MfaVerifyBody,
+    svc: ServicesDep,
+    principal: Principal,
+    meta: MetaDep,
+    change: str,
 ) -> int:
     if not body.revoke_other_sessions:
         return 0
@@ -131,11 +190,12 @@ async def _maybe_end_others(
     responses=errors(400, 401, 403, 409, 422, 429, 503),
 )
 async def mfa_verify(
-    body: MfaChangeBody, principal: PrincipalDep, svc: ServicesDep, meta: MetaDep
+    body: MfaVerifyBody, principal: PrincipalDep, svc: ServicesDep, meta: MetaDep
 ) -> dict[str, Any]:
-    """Turn MFA on with a code from the new secret. Returns 10 backup codes: shown once.
-    With ``revoke_other_sessions``, every other session of yours ends too."""
-    codes = await svc.mfa.confirm_setup(principal.user.id, body.code, meta)
+    """Turn the authenticator app on with a code from the new secret. When this turns MFA
+    on, 10 backup codes come back (shown once; empty when passkeys had turned it on). With
+    ``revoke_other_sessions``, every other session of yours ends too."""
+    codes = await svc.mfa.confirm_setup(principal.user.id, body.code, meta, principal.session.id)
     revoked = await _maybe_end_others(body, svc, principal, meta, "enabled")
     return {"mfa_enabled": True, "backup_codes": codes, "revoked_sessions": revoked}
 
@@ -148,9 +208,10 @@ async def mfa_verify(
 async def mfa_disable(
     body: MfaChangeBody, principal: PrincipalDep, svc: ServicesDep, meta: MetaDep
 ) -> dict[str, Any]:
-    """Turn MFA off (needs a TOTP or backup code). With ``revoke_other_sessions``, every
-    other session of yours ends too."""
-    await svc.mfa.disable(principal.user.id, body.code, meta)
+    """Turn MFA off: the authenticator app, every passkey and the backup codes go (needs a
+    TOTP or backup code). With ``revoke_other_sessions``, every other session of yours ends
+    too."""
+    await svc.mfa.disable(principal.user.id, body.code, meta, principal.session.id)
     revoked = await _maybe_end_others(body, svc, principal, meta, "disabled")
     return {"mfa_enabled": False, "revoked_sessions": revoked}
 
@@ -165,6 +226,8 @@ async def mfa_backup_codes(
 ) -> dict[str, Any]:
     """A new set of backup codes; the old ones stop working. With
     ``revoke_other_sessions``, every other session of yours ends too."""
-    codes = await svc.mfa.regenerate_backup_codes(principal.user.id, body.code, meta)
+    codes = await svc.mfa.regenerate_backup_codes(
+        principal.user.id, body.code, meta, principal.session.id
+    )
     revoked = await _maybe_end_others(body, svc, principal, meta, "backup_codes")
     return {"backup_codes": codes, "revoked_sessions": revoked}

@@ -23,6 +23,9 @@ class MfaPolicy:
     max_failures: int = 5
     window: timedelta = timedelta(minutes=15)
     challenge_ttl: timedelta = timedelta(minutes=5)
+    #: How long a proven second factor lets this session change the factors (add or
+    #: remove a passkey, add or remove the authenticator app).
+    fresh_window: timedelta = timedelta(minutes=5)
 
 
 class MfaLocked(AuthError):
