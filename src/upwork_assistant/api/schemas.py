@@ -218,12 +218,16 @@ class WebAuthnCredentialBody(BaseModel):
 
 
 class PasskeyAddBody(WebAuthnCredentialBody):
-    name: str = Field(min_length=1, max_length=64, description="What you call it")
+    name: str = Field(
+        min_length=1,
+        max_length=200,
+        description="What you call it (1 to 64 characters once trimmed)",
+    )
     revoke_other_sessions: bool = False
 
 
 class PasskeyRenameBody(BaseModel):
-    name: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=200, description="1 to 64 characters once trimmed")
 
 
 class PasskeyAddedOut(BaseModel):

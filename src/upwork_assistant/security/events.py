@@ -175,15 +175,3 @@ async def search_users(
             await db.execute(query.order_by(User.created_at.desc()).limit(limit).offset(offset))
         ).all()
     return {"items": [admin_user_json(u, st, int(n or 0)) for u, st, n in rows], "total": total}
-
-
-async def passkey_count(database: Database, user_id: str) -> int:
-    async with database.session() as db:
-        return int(
-            await db.scalar(
-                select(func.count())
-                .select_from(WebAuthnCredential)
-                .where(WebAuthnCredential.user_id == user_id)
-            )
-            or 0
-        )

@@ -11,7 +11,6 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
 
 from ...security.events import (
     admin_user_json,
-    passkey_count,
     query_events,
     search_users,
     security_stats,
@@ -150,7 +149,7 @@ async def block(
 ) -> dict[str, Any]:
     """Block a user: every session of theirs stops working at once; they cannot sign in."""
     user = await svc.accounts.set_blocked(admin.user, user_id, body.reason, meta)
-    return admin_user_json(user, None, await passkey_count(svc.db, user.id))
+    return admin_user_json(user, None, (await svc.mfa.factors(user.id)).passkeys)
 
 
 @router.post(
@@ -161,4 +160,4 @@ async def block(
 )
 async def unblock(user_id: str, admin: AdminDep, svc: ServicesDep, meta: MetaDep) -> dict[str, Any]:
     user = await svc.accounts.set_blocked(admin.user, user_id, None, meta)
-    return admin_user_json(user, None, await passkey_count(svc.db, user.id))
+    return admin_user_json(user, None, (await svc.mfa.factors(user.id)).passkeys)

@@ -590,6 +590,11 @@ class MfaService:
             stored = await self.passkeys.find(db, user.id, credential)
             new_count = self.passkeys.verify_assertion(credential, challenge, stored)
         except AuthError as exc:
+            # The failure first (it updates the sign-in's challenge row, then the audit
+            # chain), then this refusal's own record: the order in which a sign-in that
+            # succeeds takes the same two locks (consume the challenge, then audit), so two
+            # answers racing for one sign-in cannot deadlock on PostgreSQL.
+            locked = await self.lockout.fail(db, user, challenge_id, meta)
             if exc.code == "passkey_counter_regressed" and stored is not None:
                 log.warning("passkey_counter_regressed", user_id=user.id, passkey_id=stored.id)
                 await audit.record(
@@ -604,7 +609,7 @@ class MfaService:
                 await audit.record(
                     db, audit.MFA_PASSKEY_REFUSED, meta, user_id=user.id, reason_code=exc.code
                 )
-            if await self.lockout.fail(db, user, challenge_id, meta):
+            if locked:
                 return MfaLocked(int(self.policy.window.total_seconds()))
             return exc
         # Compare-and-set: of two assertions racing with one key, one moves the counter.
