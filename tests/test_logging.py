@@ -156,3 +156,30 @@ def test_a_traceback_never_shows_local_variables(fmt: LogFormat) -> None:
     assert "refresh_failed" in written and "RuntimeError" in written
     assert "in refresh" in written or '"refresh"' in written or "refresh()" in written
     assert "local-secret-in-a-frame" not in written
+
+
+def test_a_crashing_command_never_prints_local_variables(tmp_path: Path) -> None:
+    """An unexpected error in a command (here one added for the test, holding a secret in a
+    local variable) prints a traceback without locals. Typer's own default printed them all
+    in the older releases that pyproject's range still admits; cli.py says so explicitly."""
+    script = (
+        "import sys\n"
+        "from upwork_assistant.cli import app, keys_app\n"
+        "@keys_app.command('explode')\n"
+        "def explode() -> None:\n"
+        "    client_secret = 'cli-' + 'local-secret-in-a-frame'\n"
+        "    raise RuntimeError(f'failed after {len(client_secret)} chars')\n"
+        "sys.argv = ['upwork-assistant', 'keys', 'explode']\n"
+        "app()\n"
+    )
+    done = subprocess.run(
+        [str(Path(CLI).parent / "python"), "-c", script],
+        env=clean_env(DATA_DIR=str(tmp_path / "data")),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "RuntimeError" in done.stderr
+    assert "local-secret-in-a-frame" not in done.stderr + done.stdout

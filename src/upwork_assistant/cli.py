@@ -25,8 +25,16 @@ from .logs import configure_logging, configure_logging_for
 from .security import audit, rotation
 from .services import Services
 
-app = typer.Typer(help="Upwork Assistant: Sign in with Upwork.", no_args_is_help=True)
-db_app = typer.Typer(help="Database commands.", no_args_is_help=True)
+
+def _commands(help_text: str) -> typer.Typer:
+    """A command group. A crash prints its traceback without local variables: typer's
+    default (rich's, every frame's locals) would print the client secret and tokens that
+    the commands hold in locals to the terminal."""
+    return typer.Typer(help=help_text, no_args_is_help=True, pretty_exceptions_show_locals=False)
+
+
+app = _commands("Upwork Assistant: Sign in with Upwork.")
+db_app = _commands("Database commands.")
 app.add_typer(db_app, name="db")
 
 SANDBOX_CLIENT_ID = "sandbox-client-id"
@@ -155,9 +163,9 @@ def worker(
     _run_with_services(work)
 
 
-users_app = typer.Typer(help="User administration.", no_args_is_help=True)
+users_app = _commands("User administration.")
 app.add_typer(users_app, name="users")
-audit_app = typer.Typer(help="The security log.", no_args_is_help=True)
+audit_app = _commands("The security log.")
 app.add_typer(audit_app, name="audit")
 
 
@@ -255,7 +263,7 @@ def audit_checkpoint() -> None:
     _run_with_services(work)
 
 
-keys_app = typer.Typer(help="Encryption and signing keys.", no_args_is_help=True)
+keys_app = _commands("Encryption and signing keys.")
 app.add_typer(keys_app, name="keys")
 
 
@@ -432,7 +440,7 @@ def sandbox(
     )
 
 
-upwork_app = typer.Typer(help="Upwork itself: check the API key.", no_args_is_help=True)
+upwork_app = _commands("Upwork itself: check the API key.")
 app.add_typer(upwork_app, name="upwork")
 
 
