@@ -17,26 +17,14 @@ from upwork_assistant.web.i18n import negotiate, parse_accept_language
 
 from .fixtures import SANDBOX_USERS, InProcessApp, InProcessFactory
 from .helpers import AsyncBrowser, count, rows
-from .test_mfa import code_at
+from .test_mfa import code_at, enable_mfa_inprocess
 from .test_security_log import cli
-from .upwork_helpers import JSON, csrf_headers, expire_access, sign_in_inprocess, stored_tokens
+from .upwork_helpers import JSON, expire_access, sign_in_inprocess, stored_tokens
 
 #: Nothing here needs a socket: the app is reached in-process (tests/fixtures.py).
 pytestmark = pytest.mark.inprocess
 
 UK = {"Accept-Language": "uk-UA,uk;q=0.9,en;q=0.5"}
-
-
-async def enable_mfa(browser: AsyncBrowser) -> tuple[str, list[str]]:
-    """test_mfa.enable_mfa, in-process."""
-    setup = (await browser.post("/api/security/mfa/setup", headers=csrf_headers(browser))).json()
-    verify = await browser.post(
-        "/api/security/mfa/verify",
-        headers=csrf_headers(browser),
-        json={"code": code_at(setup["secret"])},
-    )
-    assert verify.status_code == 200, verify.text
-    return setup["secret"], verify.json()["backup_codes"]
 
 
 def form(browser: AsyncBrowser, page: httpx.Response) -> str:
@@ -209,7 +197,7 @@ async def test_sync_now_rate_limit_is_a_message(inprocess_factory: InProcessFact
 async def test_account_deletion_page(inprocess: InProcessApp) -> None:
     running = inprocess
     browser, _ = await sign_in_inprocess(running, SANDBOX_USERS["olena"])
-    secret, _ = await enable_mfa(browser)
+    secret, _ = await enable_mfa_inprocess(browser)
     page = await browser.get("/account")
     assert page.status_code == 200 and 'name="code"' in page.text
     token = form(browser, page)

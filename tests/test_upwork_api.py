@@ -8,11 +8,12 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 
 from upwork_assistant.upwork.graphql import RetryPolicy, is_idempotent
 
-from .fixtures import SANDBOX_USERS, AppFactory, InProcessApp, InProcessFactory
+from .fixtures import SANDBOX_USERS, AppFactory, InProcessApp, InProcessFactory, RunningApp
 from .helpers import count, rows
 from .upwork_helpers import (
     JSON,
@@ -102,6 +103,31 @@ def _times_out(faults: dict[str, Any]) -> bool:
     return "graphql_delay" in faults
 
 
+def assert_failed_sync(
+    app: InProcessApp | RunningApp,
+    r: httpx.Response,
+    user_id: str,
+    before_conn: dict[str, Any],
+    graphql_before: int,
+    *,
+    code: str,
+    status: int,
+    requests: int,
+) -> None:
+    """A sync that Upwork failed: the clear error, a bounded number of calls, the stored
+    tokens untouched, and the failure recorded."""
+    assert r.status_code == status, r.text
+    assert r.json()["error"] == code and r.json()["message"]
+    if code == "upwork_rate_limited":
+        assert r.headers["retry-after"] == "30"
+    assert app.sandbox_state.stats["graphql_requests"] - graphql_before == requests  # bounded
+    after_conn = connection_row(app.db_path, user_id)
+    assert after_conn["access_token_ct"] == before_conn["access_token_ct"]
+    assert after_conn["refresh_token_ct"] == before_conn["refresh_token_ct"]
+    failed = rows(app.db_path, "SELECT succeeded, error FROM profile_syncs WHERE trigger='manual'")
+    assert failed == [(0, code)]
+
+
 @pytest.mark.inprocess
 @pytest.mark.parametrize(
     ("faults", "code", "status", "requests"),
@@ -120,16 +146,9 @@ async def test_upwork_faults_on_sync(
     before = app.sandbox_state.stats["graphql_requests"]
     await app.faults(**faults)
     r = await sync_inprocess(browser)
-    assert r.status_code == status, r.text
-    assert r.json()["error"] == code and r.json()["message"]
-    if code == "upwork_rate_limited":
-        assert r.headers["retry-after"] == "30"
-    assert app.sandbox_state.stats["graphql_requests"] - before == requests  # bounded
-    after_conn = connection_row(app.db_path, user_id)
-    assert after_conn["access_token_ct"] == before_conn["access_token_ct"]
-    assert after_conn["refresh_token_ct"] == before_conn["refresh_token_ct"]
-    failed = rows(app.db_path, "SELECT succeeded, error FROM profile_syncs WHERE trigger='manual'")
-    assert failed == [(0, code)]
+    assert_failed_sync(
+        app, r, user_id, before_conn, before, code=code, status=status, requests=requests
+    )
 
 
 @pytest.mark.parametrize(
@@ -146,16 +165,9 @@ def test_upwork_timeout_on_sync(
     before = app.sandbox_state.stats["graphql_requests"]
     app.faults(**faults)
     r = sync(browser)
-    assert r.status_code == status, r.text
-    assert r.json()["error"] == code and r.json()["message"]
-    if code == "upwork_rate_limited":
-        assert r.headers["retry-after"] == "30"
-    assert app.sandbox_state.stats["graphql_requests"] - before == requests  # bounded
-    after_conn = connection_row(app.db_path, user_id)
-    assert after_conn["access_token_ct"] == before_conn["access_token_ct"]
-    assert after_conn["refresh_token_ct"] == before_conn["refresh_token_ct"]
-    failed = rows(app.db_path, "SELECT succeeded, error FROM profile_syncs WHERE trigger='manual'")
-    assert failed == [(0, code)]
+    assert_failed_sync(
+        app, r, user_id, before_conn, before, code=code, status=status, requests=requests
+    )
 
 
 @pytest.mark.inprocess

@@ -74,6 +74,12 @@ class User(Base):
     #: The last TOTP time step accepted: a code is good once only.
     mfa_last_step: Mapped[int | None] = mapped_column(BigInteger)
     mfa_enabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def totp_enabled(self) -> bool:
+        """An authenticator app is set up (MFA may also be on through passkeys alone)."""
+        return self.mfa_secret_ct is not None
+
     blocked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     blocked_reason: Mapped[str | None] = mapped_column(String(500))
 

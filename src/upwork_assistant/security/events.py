@@ -124,9 +124,7 @@ async def security_stats(database: Database) -> dict[str, int]:
 def admin_user_json(user: User, connection_status: str | None, passkeys: int) -> dict[str, Any]:
     """What an administrator sees of a user: never a secret, a key or a code; of the second
     factors only which kinds are on and how many passkeys."""
-    factors = (["totp"] if user.mfa_secret_ct is not None else []) + (
-        ["passkey"] if passkeys else []
-    )
+    factors = (["totp"] if user.totp_enabled else []) + (["passkey"] if passkeys else [])
     return {
         "id": user.id,
         "upwork_id": user.upwork_id,

@@ -99,7 +99,7 @@ class MfaService:
         setup = self.totp.new_setup(label)
         async with self._db.write() as db:
             user = await self._user(db, user_id)
-            if _has_totp(user):
+            if user.totp_enabled:
                 raise AuthError("mfa_already_enabled")
             await self._require_fresh(db, user, session_id)
             sealed = self.totp.seal(user_id, setup.secret)
@@ -126,7 +126,7 @@ class MfaService:
         # turn MFA on (the second would replace the backup codes the first one showed).
         async with self._db.write() as db:
             user = await self._locked_user(db, user_id)
-            if _has_totp(user):
+            if user.totp_enabled:
                 raise AuthError("mfa_already_enabled")
             await self._require_fresh(db, user, session_id)
             secret = self.totp.open(user_id, user.mfa_pending_kid, user.mfa_pending_ct)
@@ -158,7 +158,7 @@ class MfaService:
         elif factor == "totp":
             # (A passkey's own event, mfa.passkey_added, is written by add_passkey.)
             await audit.record(db, audit.MFA_TOTP_ADDED, meta, user_id=user.id)
-        await self._mark_fresh(db, session_id)
+        await self.mark_fresh(db, session_id)
         return codes
 
     async def disable(
@@ -209,7 +209,7 @@ class MfaService:
         otherwise MFA goes off. Returns whether MFA is still on."""
         async with self._db.write() as db:
             user = await self._locked_user(db, user_id)
-            if not _has_totp(user):
+            if not user.totp_enabled:
                 raise AuthError("mfa_not_enabled")
             await self._require_fresh(db, user, session_id)
             if await self._passkey_count(db, user.id):
@@ -271,7 +271,7 @@ class MfaService:
         if not user.mfa_enabled:
             raise AuthError("mfa_not_enabled")
         await self.lockout.raise_if_locked(db, user.id)
-        if kind == "totp" and _has_totp(user):
+        if kind == "totp" and user.totp_enabled:
             try:
                 secret = self.totp.open(user.id, user.mfa_secret_kid, user.mfa_secret_ct) or ""
             except DecryptionError as exc:
@@ -341,7 +341,7 @@ class MfaService:
     async def factors(self, user_id: str) -> Factors:
         async with self._db.session() as db:
             user = await self._user(db, user_id)
-            return Factors(totp=_has_totp(user), passkeys=await self._passkey_count(db, user_id))
+            return Factors(totp=user.totp_enabled, passkeys=await self._passkey_count(db, user_id))
 
     @staticmethod
     async def _passkey_count(db: AsyncSession, user_id: str) -> int:
@@ -377,17 +377,14 @@ class MfaService:
             raise AuthError("mfa_reauth_required")
 
     @staticmethod
-    async def _mark_fresh(db: AsyncSession, session_id: str) -> None:
+    async def mark_fresh(db: AsyncSession, session_id: str) -> None:
+        """This session has just proven a factor (in the caller's transaction)."""
         await db.execute(
             update(UserSession)
             .where(UserSession.id == session_id)
             .values(mfa_verified_at=utcnow())
             .execution_options(synchronize_session=False)
         )
-
-    async def mark_fresh(self, db: AsyncSession, session_id: str) -> None:
-        """The sign-in's MFA step proved a factor (in the caller's transaction)."""
-        await self._mark_fresh(db, session_id)
 
     async def reauth_with_code(
         self, user_id: str, session_id: str, code: str, meta: RequestMeta
@@ -398,7 +395,7 @@ class MfaService:
             user = await self._locked_user(db, user_id)
             outcome = await self._check(db, user, kind, value, meta, None)
             if not isinstance(outcome, AuthError):
-                await self._mark_fresh(db, session_id)
+                await self.mark_fresh(db, session_id)
                 await audit.record(
                     db, audit.MFA_REAUTHENTICATED, meta, user_id=user_id, factor=outcome
                 )
@@ -507,7 +504,7 @@ class MfaService:
                 passkey_id=passkey_id,
                 public_key_sha256=public_key_fingerprint(row.public_key),
             )
-            if not _has_totp(user) and not await self._passkey_count(db, user_id):
+            if not user.totp_enabled and not await self._passkey_count(db, user_id):
                 await self._turn_off(db, user, meta)
             return user.mfa_enabled
 
@@ -556,7 +553,7 @@ class MfaService:
                 db, user, credential, meta, purpose, challenge_id, session_id
             )
             if not isinstance(outcome, AuthError) and session_id is not None:
-                await self._mark_fresh(db, session_id)
+                await self.mark_fresh(db, session_id)
                 await audit.record(
                     db, audit.MFA_REAUTHENTICATED, meta, user_id=user_id, factor="passkey"
                 )
@@ -626,10 +623,6 @@ class MfaService:
             return AuthError("passkey_challenge_invalid")
         await audit.record(db, audit.MFA_PASSKEY_USED, meta, user_id=user.id, passkey_id=stored.id)
         return "passkey"
-
-
-def _has_totp(user: User) -> bool:
-    return user.mfa_secret_ct is not None
 
 
 def _forget_totp(user: User) -> None:

@@ -68,11 +68,13 @@ class RelyingParty:
         host = (parts.hostname or "").lower()
         port = f":{parts.port}" if parts.port else ""
         try:
-            ipaddress.ip_address(host)
-            is_ip = True
+            address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(
+                host
+            )
         except ValueError:
-            is_ip = False
-        if is_ip and ipaddress.ip_address(host).is_loopback and not production:
+            address = None
+        is_ip = address is not None
+        if address is not None and address.is_loopback and not production:
             # Development at http://127.0.0.1: WebAuthn needs a domain, and localhost is one
             # (a secure context over plain http); the pages link there.
             return cls("localhost", name, f"{parts.scheme}://localhost{port}")
