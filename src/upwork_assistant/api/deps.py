@@ -340,3 +340,15 @@ def refresh_on_use(
         return False
     background.add_task(sync.refresh_if_stale, user.id)
     return True
+
+
+async def end_others_if(
+    revoke: bool, svc: Services, principal: Principal, meta: RequestMeta, change: str
+) -> int:
+    """ "Sign out my other sessions", ticked with a change of the second factors: how many
+    sessions ended."""
+    if not revoke:
+        return 0
+    return await svc.accounts.end_other_sessions_after_mfa_change(
+        principal.user.id, principal.session.id, meta, change
+    )

@@ -19,6 +19,7 @@ from ..api.deps import (
     OptionalPrincipalDep,
     PrincipalDep,
     ServicesDep,
+    end_others_if,
     refresh_on_use,
     same_origin,
 )
@@ -464,17 +465,6 @@ async def security_mfa_disable(
     return _redirect("/security?notice=mfa_disabled")
 
 
-async def _end_others(
-    revoke: bool, svc: ServicesDep, principal: PrincipalDep, meta: MetaDep, change: str
-) -> bool:
-    """ "Sign out my other sessions", ticked with a change of the factors."""
-    if revoke:
-        await svc.accounts.end_other_sessions_after_mfa_change(
-            principal.user.id, principal.session.id, meta, change
-        )
-    return revoke
-
-
 @router.post("/security/mfa/confirm")
 async def security_mfa_confirm(
     svc: ServicesDep, principal: PrincipalDep, meta: MetaDep, code: str = Form(max_length=64)
@@ -501,9 +491,9 @@ async def security_mfa_remove_app(
     except AuthError as exc:
         return _back(exc)
     change = "totp_removed" if still_on else "disabled"
-    revoked = await _end_others(revoke_other_sessions, svc, principal, meta, change)
+    await end_others_if(revoke_other_sessions, svc, principal, meta, change)
     notice = "totp_removed" if still_on else "mfa_disabled"
-    return _redirect(f"/security?notice={notice}{'_others_revoked' if revoked else ''}")
+    return _redirect(f"/security?notice={notice}{'_others_revoked' * revoke_other_sessions}")
 
 
 def _credential(value: str) -> dict[str, Any] | None:
@@ -536,8 +526,8 @@ async def security_passkey_add(
         )
     except AuthError as exc:
         return _back(exc)
-    revoked = await _end_others(revoke_other_sessions, svc, principal, meta, "passkey_added")
-    notice = "passkey_added_others_revoked" if revoked else "passkey_added"
+    await end_others_if(revoke_other_sessions, svc, principal, meta, "passkey_added")
+    notice = "passkey_added" + "_others_revoked" * revoke_other_sessions
     if not codes:
         return _redirect(f"/security?notice={notice}#passkeys")
     principal.user.mfa_enabled = True
@@ -576,9 +566,9 @@ async def security_passkey_remove(
     except AuthError as exc:
         return _back(exc)
     change = "passkey_removed" if still_on else "disabled"
-    revoked = await _end_others(revoke_other_sessions, svc, principal, meta, change)
+    await end_others_if(revoke_other_sessions, svc, principal, meta, change)
     notice = "passkey_removed" if still_on else "mfa_disabled"
-    return _redirect(f"/security?notice={notice}{'_others_revoked' if revoked else ''}")
+    return _redirect(f"/security?notice={notice}{'_others_revoked' * revoke_other_sessions}")
 
 
 @router.post("/security/sessions/{session_id}/revoke")

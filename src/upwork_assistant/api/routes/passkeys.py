@@ -11,7 +11,14 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from ...db.models import WebAuthnCredential
 from ..cookies import private_cookie
-from ..deps import SIGNED_IN_API, MetaDep, Principal, PrincipalDep, ServicesDep, signin_rate_limit
+from ..deps import (
+    SIGNED_IN_API,
+    MetaDep,
+    PrincipalDep,
+    ServicesDep,
+    end_others_if,
+    signin_rate_limit,
+)
 from ..schemas import (
     SIGNED_IN_SECURITY,
     FreshOut,
@@ -48,16 +55,6 @@ def passkey_json(row: WebAuthnCredential) -> dict[str, Any]:
     }
 
 
-async def _end_others(
-    revoke: bool, svc: ServicesDep, principal: Principal, meta: MetaDep, change: str
-) -> int:
-    if not revoke:
-        return 0
-    return await svc.accounts.end_other_sessions_after_mfa_change(
-        principal.user.id, principal.session.id, meta, change
-    )
-
-
 @router.get("/credentials", response_model=list[PasskeyOut], responses=errors(401, 429, 503))
 async def list_passkeys(principal: PrincipalDep, svc: ServicesDep) -> list[dict[str, Any]]:
     """Your passkeys, oldest first."""
@@ -84,7 +81,7 @@ async def register_verify(
     row, codes = await svc.mfa.add_passkey(
         principal.user.id, principal.session.id, body.name, body.credential, meta
     )
-    revoked = await _end_others(body.revoke_other_sessions, svc, principal, meta, "passkey_added")
+    revoked = await end_others_if(body.revoke_other_sessions, svc, principal, meta, "passkey_added")
     return {
         "passkey": passkey_json(row),
         "mfa_enabled": True,
@@ -126,7 +123,7 @@ async def remove_passkey(
     enabled = await svc.mfa.remove_passkey(
         principal.user.id, principal.session.id, passkey_id, meta
     )
-    revoked = await _end_others(revoke_other_sessions, svc, principal, meta, "passkey_removed")
+    revoked = await end_others_if(revoke_other_sessions, svc, principal, meta, "passkey_removed")
     return {"mfa_enabled": enabled, "revoked_sessions": revoked}
 
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from ...auth.errors import AuthError
 from ...auth.sessions import describe_user_agent
 from ...db.models import UserSession
-from ..deps import SIGNED_IN_API, MetaDep, Principal, PrincipalDep, ServicesDep
+from ..deps import SIGNED_IN_API, MetaDep, PrincipalDep, ServicesDep, end_others_if
 from ..schemas import (
     SIGNED_IN_SECURITY,
     BackupCodesOut,
@@ -151,11 +151,7 @@ async def mfa_totp_remove(
     """Remove the authenticator app (a factor confirmed in the last five minutes needed).
     Passkeys keep MFA on; without them MFA goes off."""
     enabled = await svc.mfa.remove_totp(principal.user.id, principal.session.id, meta)
-    revoked = 0
-    if revoke_other_sessions:
-        revoked = await svc.accounts.end_other_sessions_after_mfa_change(
-            principal.user.id, principal.session.id, meta, "totp_removed"
-        )
+    revoked = await end_others_if(revoke_other_sessions, svc, principal, meta, "totp_removed")
     return {"mfa_enabled": enabled, "revoked_sessions": revoked}
 
 
@@ -170,20 +166,6 @@ async def mfa_setup(principal: PrincipalDep, svc: ServicesDep) -> dict[str, str]
     return {"secret": info.secret, "otpauth_uri": info.otpauth_uri, "qr_svg": info.qr_svg}
 
 
-async def _maybe_end_others(
-    body: MfaChangeBody | MfaVerifyBody,
-    svc: ServicesDep,
-    principal: Principal,
-    meta: MetaDep,
-    change: str,
-) -> int:
-    if not body.revoke_other_sessions:
-        return 0
-    return await svc.accounts.end_other_sessions_after_mfa_change(
-        principal.user.id, principal.session.id, meta, change
-    )
-
-
 @router.post(
     "/mfa/verify",
     response_model=MfaEnabledOut,
@@ -196,7 +178,7 @@ async def mfa_verify(
     on, 10 backup codes come back (shown once; empty when passkeys had turned it on). With
     ``revoke_other_sessions``, every other session of yours ends too."""
     codes = await svc.mfa.confirm_setup(principal.user.id, body.code, meta, principal.session.id)
-    revoked = await _maybe_end_others(body, svc, principal, meta, "enabled")
+    revoked = await end_others_if(body.revoke_other_sessions, svc, principal, meta, "enabled")
     return {"mfa_enabled": True, "backup_codes": codes, "revoked_sessions": revoked}
 
 
@@ -212,7 +194,7 @@ async def mfa_disable(
     TOTP or backup code). With ``revoke_other_sessions``, every other session of yours ends
     too."""
     await svc.mfa.disable(principal.user.id, body.code, meta, principal.session.id)
-    revoked = await _maybe_end_others(body, svc, principal, meta, "disabled")
+    revoked = await end_others_if(body.revoke_other_sessions, svc, principal, meta, "disabled")
     return {"mfa_enabled": False, "revoked_sessions": revoked}
 
 
@@ -229,5 +211,5 @@ async def mfa_backup_codes(
     codes = await svc.mfa.regenerate_backup_codes(
         principal.user.id, body.code, meta, principal.session.id
     )
-    revoked = await _maybe_end_others(body, svc, principal, meta, "backup_codes")
+    revoked = await end_others_if(body.revoke_other_sessions, svc, principal, meta, "backup_codes")
     return {"backup_codes": codes, "revoked_sessions": revoked}
