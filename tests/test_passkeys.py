@@ -1311,3 +1311,33 @@ async def test_racing_assertions_forced_interleaving_do_not_deadlock(
     answers = await asyncio.gather(signin_verify(step, assertion), signin_verify(other, assertion))
     assert sorted(r.status_code for r in answers) == [200, 400], [r.text for r in answers]
     assert len(events(inprocess, "mfa.passkey_used", user_id)) == 1
+
+
+async def test_a_passkeys_only_user_turns_mfa_off_and_renews_codes_after_a_passkey(
+    inprocess: InProcessApp,
+) -> None:
+    """/mfa/disable and /mfa/backup-codes take ``"code": ""`` from a session that proved a
+    factor lately (here a passkey): a passkeys-only user needs no backup code for them. A
+    stale session is refused, and a missing code is still a 422."""
+    browser, user_id, key, _ = await passkey_user(inprocess)
+    make_stale(inprocess, user_id)
+
+    def change(path: str, body: dict[str, Any]) -> Any:
+        return browser.post(f"/api/security/mfa/{path}", headers=csrf_headers(browser), json=body)
+
+    assert (await change("backup-codes", {})).status_code == 422
+    stale = await change("backup-codes", {"code": ""})
+    assert stale.status_code == 403 and error_of(stale) == "mfa_reauth_required"
+    assert (await reauth_passkey(browser, key)).status_code == 200
+    renewed = await change("backup-codes", {"code": ""})
+    assert renewed.status_code == 200 and len(renewed.json()["backup_codes"]) == 10
+
+    make_stale(inprocess, user_id)
+    stale = await change("disable", {"code": ""})
+    assert stale.status_code == 403 and error_of(stale) == "mfa_reauth_required"
+    assert (await mfa_status(browser))["enabled"] is True
+    assert (await reauth_passkey(browser, key)).status_code == 200
+    off = await change("disable", {"code": ""})
+    assert off.status_code == 200 and off.json()["mfa_enabled"] is False
+    assert stored_passkeys(inprocess, user_id) == []
+    assert events(inprocess, "mfa.disabled", user_id)
