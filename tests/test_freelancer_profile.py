@@ -30,9 +30,9 @@ from .fixtures import SANDBOX_USERS, InProcessApp, InProcessFactory
 from .helpers import rows
 from .upwork_helpers import (
     JSON,
+    age_content,
     audit_events,
     sign_in_inprocess,
-    sqlite_time,
     sync_inprocess,
     wait_until_inprocess,
 )
@@ -500,17 +500,7 @@ async def test_profile_purged_after_24_hours_and_fetched_again_on_use(
     browser, user_id = await sign_in_inprocess(app, SANDBOX_USERS["olena"])
     assert profile_row(app, user_id) is not None
     requests_before = (await stats(app))["graphql_requests"]
-    old = sqlite_time(datetime.now(UTC) - timedelta(hours=25))
-    rows(app.db_path, "UPDATE freelancer_profiles SET fetched_at=? WHERE user_id=?", old, user_id)
-    rows(
-        app.db_path,
-        "UPDATE users SET identity_fetched_at=?, email_fetched_at=?, profile_synced_at=? "
-        "WHERE id=?",
-        old,
-        old,
-        old,
-        user_id,
-    )
+    age_content(app, user_id, 25)
     # The worker inside serve deletes it: nobody asked, nothing fetched.
     await wait_until_inprocess(lambda: profile_row(app, user_id) is None)
     assert (await stats(app))["graphql_requests"] == requests_before

@@ -8,7 +8,6 @@ sandbox counts what reaches it."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -17,13 +16,13 @@ from .fixtures import SANDBOX_USERS, AppFactory, InProcessApp, InProcessFactory,
 from .helpers import rows
 from .upwork_helpers import (
     JSON,
+    age_content,
     audit_events,
     connection_row,
     expire_access,
     sandbox_refresh_inprocess,
     sign_in,
     sign_in_inprocess,
-    sqlite_time,
     stored_tokens,
     sync,
     sync_inprocess,
@@ -233,19 +232,6 @@ def test_per_ip_block_is_respected_by_every_process(app_factory: AppFactory) -> 
 # ----- the 24-hour content cache --------------------------------------------------------
 
 
-def _age_content(app: RunningApp | InProcessApp, user_id: str, hours: float) -> None:
-    old = sqlite_time(datetime.now(UTC) - timedelta(hours=hours))
-    rows(
-        app.db_path,
-        "UPDATE users SET identity_fetched_at=?, email_fetched_at=?, profile_synced_at=? "
-        "WHERE id=?",
-        old,
-        old,
-        old,
-        user_id,
-    )
-
-
 @pytest.mark.inprocess
 async def test_content_purged_after_24_hours_and_fetched_again_on_use(
     inprocess_factory: InProcessFactory,
@@ -258,7 +244,7 @@ async def test_content_purged_after_24_hours_and_fetched_again_on_use(
     assert profile["content"]["state"] == "fresh" and profile["content"]["expires_at"]
     requests_before = (await stats_inprocess(app))["graphql_requests"]
 
-    _age_content(app, user_id, 25)
+    age_content(app, user_id, 25)
     columns = ("name", "email", "upwork_nid", "photo_url", "profile_key", "identity_fetched_at")
     # The worker inside serve (on by default) purges it without anybody asking.
     await wait_until_inprocess(lambda: user_row(app, user_id, *columns)["name"] is None)
@@ -282,7 +268,7 @@ async def test_content_purged_after_24_hours_and_fetched_again_on_use(
 async def test_stale_but_unexpired_content_is_kept_until_used(inprocess: InProcessApp) -> None:
     running = inprocess
     browser, user_id = await sign_in_inprocess(running, SANDBOX_USERS["alex"])
-    _age_content(running, user_id, 7)  # past the 6-hour sync interval, within 24 hours
+    age_content(running, user_id, 7)  # past the 6-hour sync interval, within 24 hours
     page = await browser.get("/")
     assert page.status_code == 200 and "Alex M." in page.text
     await wait_until_inprocess(

@@ -152,3 +152,19 @@ async def wait_until_inprocess(predicate: Any, within: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.05)
+
+
+def age_content(app: RunningApp | InProcessApp, user_id: str, hours: float) -> None:
+    """Make the user's Upwork content (identity, email, profile sync, the freelancer
+    profile) look fetched ``hours`` ago."""
+    old = sqlite_time(datetime.now(UTC) - timedelta(hours=hours))
+    rows(
+        app.db_path,
+        "UPDATE users SET identity_fetched_at=?, email_fetched_at=?, profile_synced_at=? "
+        "WHERE id=?",
+        old,
+        old,
+        old,
+        user_id,
+    )
+    rows(app.db_path, "UPDATE freelancer_profiles SET fetched_at=? WHERE user_id=?", old, user_id)
