@@ -17,6 +17,7 @@ from typing import Any
 import pyotp
 import pytest
 from playwright.sync_api import Browser, Page
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from .fixtures import SANDBOX_USERS, AppFactory, RunningApp
 from .helpers import count
@@ -235,10 +236,16 @@ def test_freelancer_profile_in_both_themes_and_on_a_phone(
         assert page.is_visible("[data-field=freelancer-jss]")
         assert len(page.query_selector_all("[data-field=freelancer-skills] li")) == 10
         # The photo loads (the page's CSP allows the sandbox's portraits) and is round.
+        # Wait for the decode: the element exists before the image has loaded, and a
+        # CSP refusal leaves it complete with naturalWidth 0, so this times out then.
         photo = page.wait_for_selector("img.portrait")
-        assert photo and page.evaluate("img => img.complete && img.naturalWidth > 0", photo), (
-            "portrait did not load"
-        )
+        assert photo
+        try:
+            page.wait_for_function(
+                "img => img.complete && img.naturalWidth > 0", arg=photo, timeout=10_000
+            )
+        except PlaywrightTimeout:
+            raise AssertionError("portrait did not load") from None
         assert (
             page.evaluate("getComputedStyle(document.querySelector('img.portrait')).borderRadius")
             == "50%"
