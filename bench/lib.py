@@ -50,6 +50,9 @@ class Server:
     port: int = field(default_factory=free_port)
     core: str = SERVER_CORE
     factory: bool = False
+    #: Instead of uvicorn without an access log: a whole command line (``{port}`` is
+    #: replaced), e.g. `upwork-assistant serve` as the README starts it.
+    command: list[str] | None = None
     process: subprocess.Popen[bytes] | None = None
     log: Path | None = None
 
@@ -65,6 +68,8 @@ class Server:
         ]  # fmt: skip
         if self.factory:
             command.append("--factory")
+        if self.command:
+            command = [part.replace("{port}", str(self.port)) for part in self.command]
         env = {**os.environ, **self.env}
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(  # noqa: S603 - our own command line

@@ -80,11 +80,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 ROUTERS = (
     auth.router,
     auth.session_router,
+    auth.signout_router,
     security.router,
     passkeys.router,
     passkeys.signin_router,
     account.router,
     admin.router,
+    admin.admin_router,
     upwork.router,
     web_pages.public_router,
     web_pages.router,

@@ -160,6 +160,10 @@ class Settings(BaseSettings):
     #: client racing itself (RFC 9700 4.14); outside it, reuse revokes the session.
     refresh_grace_seconds: float = Field(default=5.0, ge=0, le=60)
     oauth_flow_ttl_seconds: int = Field(default=600, ge=30, le=3600)
+    #: The session check's per-process memory (auth/session_cache.py): at most this many
+    #: seconds per entry, and only while a change watch (SQLite's data_version, PostgreSQL
+    #: LISTEN) reports every change at once. 0 turns it off: a database read per request.
+    session_cache_seconds: float = Field(default=60.0, ge=0, le=600)
 
     log_level: str = "INFO"
 

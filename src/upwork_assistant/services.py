@@ -12,11 +12,13 @@ from sqlalchemy.exc import DBAPIError
 from .auth.accounts import AccountService
 from .auth.flow import FlowStore
 from .auth.mfa import MfaPolicy, MfaService, RelyingParty
+from .auth.session_cache import SessionCache
 from .auth.sessions import SessionService
 from .auth.signin import SignInService
 from .auth.tokens import JWTIssuer, JwtKeyStore
 from .config import Settings
 from .db.engine import Database
+from .db.watch import PostgresWatch, SqliteWatch
 from .security.audit import CHAIN_KEY
 from .security.csrf import CsrfGuard
 from .security.keys import DerivedKeys, KeyRing
@@ -59,6 +61,8 @@ class Services:
     jwt_keys: JwtKeyStore
     signin: SignInService
     accounts: AccountService
+    #: Tells this process's session cache about changes (None: the cache stays off).
+    watch: SqliteWatch | PostgresWatch | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -118,8 +122,14 @@ class Services:
                 image_hosts=s.image_hosts,
             ),
         )
+        cache = SessionCache(max_age=s.session_cache_seconds)
         sessions = SessionService(
-            keys.token_hash, s.session_ttl_days, jwt, s.refresh_grace_seconds, s.session_max_days
+            keys.token_hash,
+            s.session_ttl_days,
+            jwt,
+            s.refresh_grace_seconds,
+            s.session_max_days,
+            cache,
         )
         mfa = MfaService(
             db,
@@ -163,16 +173,44 @@ class Services:
             jwt_keys=JwtKeyStore(db, keyring, jwt),
             signin=SignInService(db, oauth, graphql, vault, mfa, sessions, s.image_hosts),
             accounts=AccountService(db, sessions, mfa, keys.audit_chain),
+            watch=_watch(db, cache) if s.session_cache_seconds > 0 else None,
         )
 
     async def start(self) -> None:
         """Load the shared JWT signing keys. With the database away, start anyway on the
         initial key (readyz says 503); the periodic reload picks the keys up later."""
+        if isinstance(self.watch, PostgresWatch):
+            self.watch.start()
         try:
             await self.jwt_keys.load()
         except (DBAPIError, OSError) as exc:
             log.warning("jwt_keys_not_loaded", error_type=type(exc).__name__)
 
     async def aclose(self) -> None:
+        if isinstance(self.watch, PostgresWatch):
+            await self.watch.stop()
+        elif self.watch is not None:
+            self.watch.close()
         await self.http.aclose()
         await self.db.dispose()
+
+
+def _watch(db: Database, cache: SessionCache) -> SqliteWatch | PostgresWatch | None:
+    """The change watch that keeps ``cache`` honest for this database (db/watch.py). A
+    PostgreSQL watch is started by `Services.start` (serving processes only); until it
+    listens, the cache stays off."""
+    db.after_auth_change.append(cache.clear_all)
+    url = db.engine.url
+    if url.get_backend_name() == "sqlite":
+        if not url.database or url.database == ":memory:":
+            return None  # every connection its own database: nothing to watch
+        watch = SqliteWatch(url.database, cache.clear_all)
+        cache.poll = watch.poll
+        cache.watching = True
+        return watch
+    if url.get_backend_name() == "postgresql":
+        dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        pg = PostgresWatch(dsn, cache.changed_user, cache.set_watching)
+        cache.poll = pg.quiet
+        return pg
+    return None

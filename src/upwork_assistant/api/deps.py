@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import jwt
 import structlog
-from fastapi import BackgroundTasks, Depends, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response
+from fastapi.routing import APIRoute
 
 from ..auth.errors import AuthError
 from ..auth.sessions import TOUCH_EVERY
@@ -23,6 +25,7 @@ from ..security.csrf import CSRF_FORM_FIELD, CSRF_HEADER, UNSAFE_METHODS
 from ..security.ratelimit import Budget, RateLimitExceeded
 from ..services import Services
 from ..upwork.sync import ProfileSyncService
+from .schemas import SIGNED_IN_OPENAPI
 
 # Dependencies are coroutines: FastAPI runs a plain `def` dependency in a worker thread,
 # a hand-off that would cost more than the dependency itself on every request.
@@ -222,80 +225,132 @@ async def audit_refusal_quietly(
         log.warning("refusal_not_recorded", event_type=event_type, error_type=type(exc).__name__)
 
 
-async def optional_principal(
-    request: Request, svc: Annotated[Services, Depends(get_services)]
-) -> Principal | None:
-    return await authenticate(request, svc)
+#: Where `current_principal` keeps its answer for the rest of the request.
+_PRINCIPAL = "upwork_assistant.principal"
+_UNSET: Any = object()
 
 
-async def api_budget(
-    request: Request,
-    principal: Annotated[Principal | None, Depends(optional_principal)],
-    svc: Annotated[Services, Depends(get_services)],
-) -> None:
-    """The signed-in user's share of the API (API_RATE_LIMIT), counted per user."""
+async def current_principal(request: Request) -> Principal | None:
+    """`authenticate`, once per request whichever dependency asks first."""
+    found = request.scope.get(_PRINCIPAL, _UNSET)
+    if found is _UNSET:
+        found = request.scope[_PRINCIPAL] = await authenticate(request, request.app.state.services)
+    return found  # type: ignore[no-any-return]
+
+
+# What a signed-in user's routes get, as ONE dependency per router: each dependency
+# FastAPI resolves costs it more than a cached session check (docs/benchmarks.md).
+
+
+#: Who may use a `SignedInRouter`'s routes: anyone (the route looks at who is calling
+#: itself), a signed-in user, or an admin.
+Access = Literal["optional", "user", "admin"]
+
+
+async def api_guard(request: Request, access: Access = "user") -> None:
+    """The API's signed-in routes: who is calling (401 when nobody and ``access`` wants
+    somebody), the signed-in user's share of the API (API_RATE_LIMIT, per user), the
+    session's last-seen touch, CSRF, then the admin check when ``access`` is "admin"."""
+    principal = await current_principal(request)
+    if principal is None:
+        if access != "optional":
+            raise AuthError("not_authenticated")
+        return
+    svc: Services = request.app.state.services
+    user_id = principal.user.id
+    await enforce(svc, svc.api_budget, user_id, request, user_id=user_id)
+    await _signed_in_request(request, svc, principal)
+    if access == "admin":
+        _check_admin(svc, principal)
+
+
+async def pages_guard(request: Request) -> None:
+    """The pages' routers: the touch and CSRF (the API budget is the API's)."""
+    principal = await current_principal(request)
     if principal is not None:
-        user_id = principal.user.id
-        await enforce(svc, svc.api_budget, user_id, request_meta(request), user_id=user_id)
+        await _signed_in_request(request, request.app.state.services, principal)
 
 
-async def touch_session(
-    request: Request,
-    principal: Annotated[Principal | None, Depends(optional_principal)],
-    svc: Annotated[Services, Depends(get_services)],
-) -> None:
-    """Note that the session is in use (at most every TOUCH_EVERY: a write per request
-    would cost more than the request)."""
-    if principal is not None and utcnow() - principal.session.last_seen_at >= TOUCH_EVERY:
+async def _signed_in_request(request: Request, svc: Services, principal: Principal) -> None:
+    # Note that the session is in use (at most every TOUCH_EVERY: a write per request
+    # would cost more than the request).
+    if utcnow() - principal.session.last_seen_at >= TOUCH_EVERY:
         async with svc.db.write() as db:
             await svc.sessions.touch(db, principal.session, request_meta(request))
-
-
-async def csrf_protect(
-    request: Request,
-    principal: Annotated[Principal | None, Depends(optional_principal)],
-    svc: Annotated[Services, Depends(get_services)],
-) -> None:
-    """An unsafe request authenticated by cookie must carry the session's CSRF token
-    (header, or form field for plain HTML forms); a Bearer token needs none."""
+    # An unsafe request authenticated by cookie must carry the session's CSRF token
+    # (header, or form field for plain HTML forms); a Bearer token needs none.
     if (
-        principal is not None
-        and principal.via_cookie
+        principal.via_cookie
         and request.method in UNSAFE_METHODS
         and not svc.csrf.valid(principal.session.id, await presented_csrf(request))
     ):
         raise AuthError("csrf_failed")
 
 
-#: What every route of a signed-in user's API router gets (in this order).
-SIGNED_IN_API = [Depends(api_budget), Depends(touch_session), Depends(csrf_protect)]
-#: The same for the pages' routers (the API budget is the API's).
-SIGNED_IN_PAGES = [Depends(touch_session), Depends(csrf_protect)]
+#: What every route of the pages' signed-in routers gets (the API's: `SignedInRouter`).
+SIGNED_IN_PAGES = [Depends(pages_guard)]
 
 
-async def require_principal(
-    principal: Annotated[Principal | None, Depends(optional_principal)],
-) -> Principal:
+def _guarded_route(access: Access) -> type[APIRoute]:
+    class GuardedRoute(APIRoute):
+        """A route whose handler runs `api_guard` first: what a router dependency would
+        do, without a dependency for FastAPI to resolve on every request."""
+
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
+
+            async def guarded(request: Request) -> Response:
+                await api_guard(request, access)
+                return await handler(request)
+
+            return guarded
+
+    return GuardedRoute
+
+
+class SignedInRouter(APIRouter):
+    """A router of the signed-in API: `api_guard` before every route (for ``access``:
+    see `Access`), and both security schemes on every operation in the OpenAPI document.
+    Its routes get the caller with `signed_in`."""
+
+    def __init__(self, *, access: Access = "user", **kwargs: Any) -> None:
+        super().__init__(route_class=_guarded_route(access), **kwargs)
+
+    def add_api_route(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        extra = dict(kwargs.get("openapi_extra") or {})
+        # A route's own requirements add alternatives (e.g. ``{}``: also without a session).
+        extra["security"] = [*SIGNED_IN_OPENAPI["security"], *extra.get("security", [])]
+        kwargs["openapi_extra"] = extra
+        super().add_api_route(path, endpoint, **kwargs)
+
+
+async def signed_in(request: Request) -> Principal:
+    """The signed-in caller, or 401: how a `SignedInRouter` route gets them (its guard
+    has authenticated the request already, so this is a lookup). A plain call rather than
+    a dependency: FastAPI resolving one costs more than the cached session check."""
+    principal = await current_principal(request)
     if principal is None:
         raise AuthError("not_authenticated")
     return principal
 
 
-async def require_admin(
-    principal: Annotated[Principal, Depends(require_principal)],
-    svc: Annotated[Services, Depends(get_services)],
-) -> Principal:
+async def signed_in_admin(request: Request) -> Principal:
+    """`signed_in`, and an admin: the pages' check (the API's routers check by ``access``)."""
+    principal = await signed_in(request)
+    _check_admin(request.app.state.services, principal)
+    return principal
+
+
+def _check_admin(svc: Services, principal: Principal) -> None:
     if "admin" not in principal.user.roles:
         raise AuthError("forbidden")
     if svc.settings.admin_mfa_required and not principal.user.mfa_enabled:
         # ADMIN_REQUIRE_MFA: admin powers (block anyone, read every user's security log)
         # need a second factor, not just a session from an Upwork sign-in.
         raise AuthError("forbidden", detail="admin_mfa_required")
-    return principal
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
-AdminDep = Annotated[Principal, Depends(require_admin)]
 
 
 async def _request_meta(request: Request) -> RequestMeta:
@@ -303,12 +358,14 @@ async def _request_meta(request: Request) -> RequestMeta:
 
 
 MetaDep = Annotated[RequestMeta, Depends(_request_meta)]
-PrincipalDep = Annotated[Principal, Depends(require_principal)]
-OptionalPrincipalDep = Annotated[Principal | None, Depends(optional_principal)]
+#: The pages' signed-in caller (the API's routes call `signed_in` instead).
+PrincipalDep = Annotated[Principal, Depends(signed_in)]
+OptionalPrincipalDep = Annotated[Principal | None, Depends(current_principal)]
+AdminDep = Annotated[Principal, Depends(signed_in_admin)]
 
 
 async def enforce(
-    svc: Services, budget: Budget, key: str, meta: RequestMeta, user_id: str | None = None
+    svc: Services, budget: Budget, key: str, request: Request, user_id: str | None = None
 ) -> None:
     """Spend from ``budget`` for ``key``; over the limit, a 429 (audited once a minute)."""
     retry_after = await budget.hit(key)
@@ -316,7 +373,9 @@ async def enforce(
         return
     if not await svc.rate_limit_audit.hit(f"{budget.name}:{key}"):
         async with svc.db.write() as db:
-            await audit.record(db, audit.RATE_LIMIT_HIT, meta, user_id=user_id, limit=budget.name)
+            await audit.record(
+                db, audit.RATE_LIMIT_HIT, request_meta(request), user_id=user_id, limit=budget.name
+            )
     raise RateLimitExceeded(retry_after)
 
 
@@ -324,8 +383,8 @@ async def signin_rate_limit(
     request: Request, svc: Annotated[Services, Depends(get_services)]
 ) -> None:
     """Per client IP on the sign-in endpoints."""
-    meta = request_meta(request)
-    await enforce(svc, svc.signin_budget, meta.ip or "unknown", meta)
+    client = request.client.host if request.client else None
+    await enforce(svc, svc.signin_budget, client or "unknown", request)
 
 
 def refresh_on_use(

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 from html import escape
 from pathlib import Path
+from typing import Any
 
 import fastapi_offline
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse
+
+from .schemas import security_schemes
 
 DOCS_PATH = "/docs"
 #: Where the page's files are served: Swagger UI's own and our start-up script.
@@ -56,6 +59,7 @@ def install_api_docs(app: FastAPI) -> None:
     """Add ``/docs`` (Swagger UI) and its files to ``app``, made with ``docs_url=None``."""
     if app.openapi_url is None:  # no OpenAPI document: nothing to show
         return
+    _declare_security_schemes(app)
     missing = [name for name, path in ASSETS.items() if not path.is_file()]
     if missing:  # a broken install: say so at start-up, not as a blank page later
         raise RuntimeError(f"API docs files missing: {', '.join(missing)}")
@@ -81,3 +85,18 @@ def install_api_docs(app: FastAPI) -> None:
             media_type=_MEDIA_TYPES[path.suffix],
             headers={"Cache-Control": "public, max-age=3600"},
         )
+
+
+def _declare_security_schemes(app: FastAPI) -> None:
+    """The schemes `SIGNED_IN_OPENAPI` names, in ``components.securitySchemes``: FastAPI
+    lists only the schemes of dependencies, and ours are not dependencies."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            components = schema.setdefault("components", {})
+            components.setdefault("securitySchemes", {}).update(security_schemes())
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -7,11 +7,11 @@ from __future__ import annotations
 from typing import Protocol
 
 import structlog
-from coredis.exceptions import RedisError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from limits.errors import StorageError
+from redis.exceptions import RedisError
 from sqlalchemy.exc import DataError, DBAPIError
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends
 from fastapi.security import APIKeyCookie, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -85,9 +84,20 @@ bearer_auth = HTTPBearer(
     auto_error=False,
 )
 
-#: Router dependencies that put both schemes on a route's ``security`` without changing
-#: what it does (they read, never refuse).
-SIGNED_IN_SECURITY = [Depends(cookie_auth), Depends(bearer_auth)]
+#: The security requirement of every signed-in route (either scheme), put on each of
+#: their operations by `api.deps.SignedInRouter` and not by dependencies: a dependency
+#: per scheme would be resolved on every request only to document it.
+SIGNED_IN_OPENAPI: dict[str, Any] = {
+    "security": [{scheme.scheme_name: []} for scheme in (cookie_auth, bearer_auth)]
+}
+
+
+def security_schemes() -> dict[str, Any]:
+    """``components.securitySchemes`` for `SIGNED_IN_OPENAPI`."""
+    return {
+        scheme.scheme_name: scheme.model.model_dump(mode="json", by_alias=True, exclude_none=True)
+        for scheme in (cookie_auth, bearer_auth)
+    }
 
 
 # --- auth: /api/auth/* and the JWKS ---------------------------------------------------

@@ -35,6 +35,7 @@ from ..db.models import RotatedRefreshToken, User, UserSession
 from ..db.types import utcnow
 from ..security.audit import RequestMeta
 from ..security.keys import constant_time_equal, mac
+from .session_cache import SessionCache
 from .tokens import JWTIssuer
 
 #: A session's "last seen" is written at most this often by ordinary requests.
@@ -82,6 +83,7 @@ class SessionService:
         jwt: JWTIssuer,
         grace_seconds: float,
         max_days: int = 90,
+        cache: SessionCache | None = None,
     ) -> None:
         self._hash_key = hash_key
         # Independent sub-keys of the hash key: one derives each rotated refresh token from
@@ -92,6 +94,8 @@ class SessionService:
         self.max_age = timedelta(days=max_days)
         self._jwt = jwt
         self.grace = timedelta(seconds=grace_seconds)
+        #: Rows of sessions seen recently, trusted only while a change watch runs.
+        self.cache = cache if cache is not None else SessionCache()
 
     def hash_refresh_token(self, token: str) -> str:
         return mac(self._hash_key, token)
@@ -250,12 +254,24 @@ class SessionService:
     async def active(
         self, database: Database, session_id: str, user_id: str
     ) -> tuple[UserSession, User] | None:
-        """The session an access token names, if it is still live and the user's: one
-        read of the session and user rows, on every authenticated request."""
+        """The session an access token names, if it is still live and the user's: from
+        the cache when a change watch vouches for it (auth/session_cache.py), else one read
+        of the session and user rows."""
+        cache = self.cache
+        cached = cache.lookup(session_id)
+        if cached is not None:
+            session = cached[0]
+            if session.user_id != user_id or session.expires_at <= utcnow():
+                return None
+            return cached
+        started = cache.read_started()
         row = await database.read_one(
             _session_and_user(UserSession.id == session_id, UserSession.user_id == user_id)
         )
-        return _if_live(row)
+        found = _if_live(row)
+        if found is not None:
+            cache.fill(started, *found)
+        return found
 
     async def touch(self, db: AsyncSession, session: UserSession, meta: RequestMeta) -> None:
         """Record that the session was used (at most every few minutes)."""

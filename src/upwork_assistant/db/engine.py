@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -16,10 +16,33 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 from sqlalchemy.pool import ConnectionPoolEntry
 
 IMMEDIATE = "upwork_assistant_write"
+#: Tables whose rows the session cache remembers (auth/session_cache.py).
+AUTH_STATE_TABLES = frozenset({"users", "sessions"})
+_AUTH_STATE_CHANGED = "upwork_assistant_auth_state_changed"
+
+
+class _WriteSession(Session):
+    """Our sessions: they note when a transaction changed a user or a session row."""
+
+
+@event.listens_for(_WriteSession, "after_flush")
+def _flushed(session: Session, _flush: UOWTransaction) -> None:
+    for row in (*session.dirty, *session.deleted):
+        if getattr(row, "__tablename__", None) in AUTH_STATE_TABLES:
+            session.info[_AUTH_STATE_CHANGED] = True
+            return
+
+
+@event.listens_for(_WriteSession, "do_orm_execute")
+def _executed(state: ORMExecuteState) -> None:
+    mapper = state.bind_mapper
+    table = getattr(mapper.local_table, "name", None) if mapper is not None else None
+    if (state.is_update or state.is_delete) and table in AUTH_STATE_TABLES:
+        state.session.info[_AUTH_STATE_CHANGED] = True
 
 
 def _lower(value: object) -> object:
@@ -93,8 +116,15 @@ class Database:
         self.engine = make_engine(url, pool_size, max_overflow)
         # session_info: e.g. the audit chain key, available to code holding a session.
         self.sessionmaker = async_sessionmaker(
-            self.engine, expire_on_commit=False, info=session_info or {}
+            self.engine,
+            expire_on_commit=False,
+            info=session_info or {},
+            sync_session_class=_WriteSession,
         )
+        #: Called after a write transaction that changed a user or session row commits:
+        #: this process's session cache forgets at once, before the answer goes out (other
+        #: processes learn through their change watch).
+        self.after_auth_change: list[Callable[[], None]] = []
         self._sync_reader: Engine | None = None
         if self.engine.dialect.name == "sqlite":
             self._sync_reader = create_engine(
@@ -135,10 +165,14 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """One write transaction: committed when the block ends, rolled back on error."""
-        async with self.sessionmaker() as session, session.begin():
-            # Our own option, read by the "begin" listener above.
-            await session.connection(execution_options={IMMEDIATE: True})
-            yield session
+        async with self.sessionmaker() as session:
+            async with session.begin():
+                # Our own option, read by the "begin" listener above.
+                await session.connection(execution_options={IMMEDIATE: True})
+                yield session
+            if session.info.pop(_AUTH_STATE_CHANGED, False):
+                for hook in self.after_auth_change:
+                    hook()
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:

@@ -333,10 +333,12 @@ async def _security_page(
     async with svc.db.session() as db:
         sessions = await svc.sessions.list_active(db, user_id)
     factors = await svc.mfa.factors(user_id)
-    principal.user.mfa_enabled = factors.any
     fresh_until = await svc.mfa.fresh_until(principal.session.id) if factors.any else None
     context: dict[str, Any] = {
+        # The user's row is the session cache's, shared with other requests: never
+        # changed here; what this page's answer changed comes from `factors`.
         "user": principal.user,
+        "mfa_enabled": factors.any,
         "csrf_token": svc.csrf.token_for(principal.session.id),
         "sessions": [
             {
@@ -413,7 +415,6 @@ async def security_mfa_verify(
         codes = await svc.mfa.confirm_setup(principal.user.id, code, meta, principal.session.id)
     except AuthError as exc:
         return _back(exc)
-    principal.user.mfa_enabled = True
     notice = NOTICES["mfa_enabled"]
     if revoke_other_sessions:
         await svc.accounts.end_other_sessions_after_mfa_change(
@@ -530,7 +531,6 @@ async def security_passkey_add(
     notice = "passkey_added" + "_others_revoked" * revoke_other_sessions
     if not codes:
         return _redirect(f"/security?notice={notice}#passkeys")
-    principal.user.mfa_enabled = True
     return await _security_page(request, svc, principal, backup_codes=codes, notice=NOTICES[notice])
 
 

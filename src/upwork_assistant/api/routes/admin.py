@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query, Request
 from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
 
 from ...security.events import (
@@ -15,9 +15,8 @@ from ...security.events import (
     search_users,
     security_stats,
 )
-from ..deps import SIGNED_IN_API, AdminDep, MetaDep, PrincipalDep, ServicesDep
+from ..deps import MetaDep, ServicesDep, SignedInRouter, signed_in
 from ..schemas import (
-    SIGNED_IN_SECURITY,
     AdminEventsOut,
     AdminUserOut,
     EventsOut,
@@ -26,7 +25,9 @@ from ..schemas import (
     errors,
 )
 
-router = APIRouter(tags=["security"], dependencies=[*SIGNED_IN_API, *SIGNED_IN_SECURITY])
+router = SignedInRouter(tags=["security"])
+#: What only admins may do (ADMIN_REQUIRE_MFA: with MFA on).
+admin_router = SignedInRouter(tags=["security"], access="admin")
 
 Limit = Annotated[int, Query(ge=1, le=200)]
 #: Record ids and offsets: well inside every database's integer range.
@@ -80,23 +81,22 @@ LogFiltersDep = Annotated[LogFilters, Depends(log_filters)]
 
 
 @router.get("/api/security/logs", response_model=EventsOut, responses=errors(401, 422, 429, 503))
-async def my_logs(
-    principal: PrincipalDep, svc: ServicesDep, filters: LogFiltersDep
-) -> dict[str, Any]:
+async def my_logs(request: Request, svc: ServicesDep, filters: LogFiltersDep) -> dict[str, Any]:
     """Your own security events, newest first. Page with ``before=<next_before>``."""
+    principal = await signed_in(request)
     return await query_events(
         svc.db, user_id=principal.user.id, with_user=False, **filters.as_kwargs()
     )
 
 
-@router.get(
+@admin_router.get(
     "/api/admin/security/logs",
     tags=["admin"],
     response_model=AdminEventsOut,
     responses=errors(401, 403, 422, 429, 503),
 )
 async def all_logs(
-    _admin: AdminDep,
+    request: Request,
     svc: ServicesDep,
     filters: LogFiltersDep,
     user_id: str | None = Query(None, max_length=36),
@@ -105,26 +105,26 @@ async def all_logs(
     return await query_events(svc.db, user_id=user_id, with_user=True, **filters.as_kwargs())
 
 
-@router.get(
+@admin_router.get(
     "/api/admin/security/stats",
     tags=["admin"],
     response_model=StatsOut,
     responses=errors(401, 403, 429, 503),
 )
-async def stats(_admin: AdminDep, svc: ServicesDep) -> dict[str, int]:
+async def stats(request: Request, svc: ServicesDep) -> dict[str, int]:
     """Users, active sessions, failed sign-ins and MFA lockouts in the last 24 hours, and
     users whose Upwork connection needs re-authorisation."""
     return await security_stats(svc.db)
 
 
-@router.get(
+@admin_router.get(
     "/api/admin/users",
     tags=["admin"],
     response_model=UsersOut,
     responses=errors(401, 403, 422, 429, 503),
 )
 async def list_users(
-    _admin: AdminDep,
+    request: Request,
     svc: ServicesDep,
     q: str | None = Query(None, max_length=200),
     limit: Limit = 50,
@@ -138,26 +138,30 @@ class BlockBody(BaseModel):
     reason: str = Field(min_length=1, max_length=500)
 
 
-@router.post(
+@admin_router.post(
     "/api/admin/users/{user_id}/block",
     tags=["admin"],
     response_model=AdminUserOut,
     responses=errors(401, 403, 404, 409, 422, 429, 503),
 )
 async def block(
-    user_id: str, body: BlockBody, admin: AdminDep, svc: ServicesDep, meta: MetaDep
+    request: Request, user_id: str, body: BlockBody, svc: ServicesDep, meta: MetaDep
 ) -> dict[str, Any]:
     """Block a user: every session of theirs stops working at once; they cannot sign in."""
+    admin = await signed_in(request)
     user = await svc.accounts.set_blocked(admin.user, user_id, body.reason, meta)
     return admin_user_json(user, None, (await svc.mfa.factors(user.id)).passkeys)
 
 
-@router.post(
+@admin_router.post(
     "/api/admin/users/{user_id}/unblock",
     tags=["admin"],
     response_model=AdminUserOut,
     responses=errors(401, 403, 404, 422, 429, 503),
 )
-async def unblock(user_id: str, admin: AdminDep, svc: ServicesDep, meta: MetaDep) -> dict[str, Any]:
+async def unblock(
+    request: Request, user_id: str, svc: ServicesDep, meta: MetaDep
+) -> dict[str, Any]:
+    admin = await signed_in(request)
     user = await svc.accounts.set_blocked(admin.user, user_id, None, meta)
     return admin_user_json(user, None, (await svc.mfa.factors(user.id)).passkeys)

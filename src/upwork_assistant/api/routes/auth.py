@@ -23,20 +23,19 @@ from ..cookies import (
     user_json,
 )
 from ..deps import (
-    SIGNED_IN_API,
     MetaDep,
-    OptionalPrincipalDep,
-    PrincipalDep,
     ServicesDep,
+    SignedInRouter,
     audit_refusal,
+    current_principal,
     is_browser,
     presented_csrf,
     same_origin,
+    signed_in,
     signin_rate_limit,
 )
 from ..errors import error_json, error_response
 from ..schemas import (
-    SIGNED_IN_SECURITY,
     AuthorizeOut,
     JwksOut,
     MfaCodeBody,
@@ -51,7 +50,9 @@ from ..schemas import (
 
 router = APIRouter()
 #: The routes of a signed-in session (who am I, sign out).
-session_router = APIRouter(dependencies=[*SIGNED_IN_API, *SIGNED_IN_SECURITY])
+session_router = SignedInRouter()
+#: Sign-out: with a session, or (its access token expired) by the refresh cookie alone.
+signout_router = SignedInRouter(access="optional")
 #: MFA errors after which the /mfa page can simply take another code.
 MFA_RETRYABLE = frozenset({"mfa_invalid_code", "mfa_code_format", "mfa_code_reused", "mfa_locked"})
 
@@ -154,8 +155,9 @@ async def callback(
 @session_router.get(
     "/api/auth/me", tags=["auth"], response_model=UserOut, responses=errors(401, 429, 503)
 )
-async def me(principal: PrincipalDep) -> dict[str, Any]:
+async def me(request: Request) -> dict[str, Any]:
     """The signed-in user (401 when not signed in)."""
+    principal = await signed_in(request)
     return user_json(principal.user)
 
 
@@ -317,7 +319,7 @@ async def _code_from(request: Request) -> str:
     return code
 
 
-@session_router.post(
+@signout_router.post(
     "/api/auth/logout",
     tags=["auth"],
     response_model=SignedOutOut,
@@ -328,13 +330,12 @@ async def _code_from(request: Request) -> str:
     # Also without a session (an expired access token: the refresh cookie names it).
     openapi_extra={"security": [{}]},
 )
-async def logout(
-    request: Request, svc: ServicesDep, meta: MetaDep, principal: OptionalPrincipalDep
-) -> Response:
+async def logout(request: Request, svc: ServicesDep, meta: MetaDep) -> Response:
     """Sign out: revoke this session and clear the cookies. The session is the access
     token's or, once that has expired, the refresh cookie's (sent to /api/auth). A
     cookie-authenticated sign-out needs the session's CSRF token; one that names no session
     must come from our own origin, so no other site can sign anybody out."""
+    principal = await current_principal(request)
     target: tuple[str, str] | None = None  # (session id, user id)
     if principal is not None:  # authenticate checked the CSRF token of a cookie request
         target = principal.session.id, principal.user.id

@@ -12,15 +12,14 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from ...db.models import WebAuthnCredential
 from ..cookies import private_cookie
 from ..deps import (
-    SIGNED_IN_API,
     MetaDep,
-    PrincipalDep,
     ServicesDep,
+    SignedInRouter,
     end_others_if,
+    signed_in,
     signin_rate_limit,
 )
 from ..schemas import (
-    SIGNED_IN_SECURITY,
     FreshOut,
     PasskeyAddBody,
     PasskeyAddedOut,
@@ -35,9 +34,7 @@ from ..schemas import (
 from .auth import answer_sign_in
 
 PREFIX = "/api/security/mfa/webauthn"
-router = APIRouter(
-    prefix=PREFIX, tags=["passkeys"], dependencies=[*SIGNED_IN_API, *SIGNED_IN_SECURITY]
-)
+router = SignedInRouter(prefix=PREFIX, tags=["passkeys"])
 signin_router = APIRouter(
     prefix=PREFIX, tags=["passkeys"], dependencies=[Depends(signin_rate_limit)]
 )
@@ -56,16 +53,18 @@ def passkey_json(row: WebAuthnCredential) -> dict[str, Any]:
 
 
 @router.get("/credentials", response_model=list[PasskeyOut], responses=errors(401, 429, 503))
-async def list_passkeys(principal: PrincipalDep, svc: ServicesDep) -> list[dict[str, Any]]:
+async def list_passkeys(request: Request, svc: ServicesDep) -> list[dict[str, Any]]:
     """Your passkeys, oldest first."""
+    principal = await signed_in(request)
     return [passkey_json(row) for row in await svc.mfa.passkey_list(principal.user.id)]
 
 
 @router.post("/register/options", response_model=WebAuthnOptionsOut, responses=CHANGE_ERRORS)
-async def register_options(principal: PrincipalDep, svc: ServicesDep) -> dict[str, Any]:
+async def register_options(request: Request, svc: ServicesDep) -> dict[str, Any]:
     """Start adding a passkey: options for ``navigator.credentials.create``. With MFA on,
     this session must have confirmed a factor in the last five minutes
     (``mfa_reauth_required`` otherwise)."""
+    principal = await signed_in(request)
     options = await svc.mfa.passkey_registration_options(
         principal.user.id, principal.session.id, principal.user.display_name or ""
     )
@@ -74,10 +73,11 @@ async def register_options(principal: PrincipalDep, svc: ServicesDep) -> dict[st
 
 @router.post("/register/verify", response_model=PasskeyAddedOut, responses=CHANGE_ERRORS)
 async def register_verify(
-    body: PasskeyAddBody, principal: PrincipalDep, svc: ServicesDep, meta: MetaDep
+    request: Request, body: PasskeyAddBody, svc: ServicesDep, meta: MetaDep
 ) -> dict[str, Any]:
     """Finish adding the passkey the browser created. The first factor turns MFA on and
     brings 10 backup codes (shown once)."""
+    principal = await signed_in(request)
     row, codes = await svc.mfa.add_passkey(
         principal.user.id, principal.session.id, body.name, body.credential, meta
     )
@@ -96,12 +96,9 @@ async def register_verify(
     responses=errors(401, 403, 404, 422, 429, 503),
 )
 async def rename_passkey(
-    passkey_id: str,
-    body: PasskeyRenameBody,
-    principal: PrincipalDep,
-    svc: ServicesDep,
-    meta: MetaDep,
+    request: Request, passkey_id: str, body: PasskeyRenameBody, svc: ServicesDep, meta: MetaDep
 ) -> dict[str, Any]:
+    principal = await signed_in(request)
     row = await svc.mfa.rename_passkey(principal.user.id, passkey_id, body.name, meta)
     return passkey_json(row)
 
@@ -112,14 +109,15 @@ async def rename_passkey(
     responses=errors(401, 403, 404, 422, 429, 503),
 )
 async def remove_passkey(
+    request: Request,
     passkey_id: str,
-    principal: PrincipalDep,
     svc: ServicesDep,
     meta: MetaDep,
     revoke_other_sessions: bool = Query(False, description="Also sign out your other sessions"),
 ) -> dict[str, Any]:
     """Remove a passkey (a factor confirmed in the last five minutes needed). Your last
     second factor going turns MFA off."""
+    principal = await signed_in(request)
     enabled = await svc.mfa.remove_passkey(
         principal.user.id, principal.session.id, passkey_id, meta
     )
@@ -128,8 +126,9 @@ async def remove_passkey(
 
 
 @router.post("/reauth/options", response_model=WebAuthnOptionsOut, responses=CHANGE_ERRORS)
-async def reauth_options(principal: PrincipalDep, svc: ServicesDep) -> dict[str, Any]:
+async def reauth_options(request: Request, svc: ServicesDep) -> dict[str, Any]:
     """Confirm it is you with a passkey, step one."""
+    principal = await signed_in(request)
     options = await svc.mfa.passkey_assertion_options(
         principal.user.id, "reauth", session_id=principal.session.id
     )
@@ -138,10 +137,11 @@ async def reauth_options(principal: PrincipalDep, svc: ServicesDep) -> dict[str,
 
 @router.post("/reauth/verify", response_model=FreshOut, responses=CHANGE_ERRORS)
 async def reauth_verify(
-    body: WebAuthnCredentialBody, principal: PrincipalDep, svc: ServicesDep, meta: MetaDep
+    request: Request, body: WebAuthnCredentialBody, svc: ServicesDep, meta: MetaDep
 ) -> dict[str, str]:
     """Confirm it is you with a passkey, step two: factor changes need no confirmation
     for five minutes. Failures count toward the MFA lockout."""
+    principal = await signed_in(request)
     await svc.mfa.verify_passkey(
         principal.user.id, body.credential, meta, session_id=principal.session.id
     )

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import Query, Request, Response
 from pydantic import BaseModel, Field
 
 from ...auth.errors import AuthError
 from ...auth.sessions import describe_user_agent
 from ...db.models import UserSession
-from ..deps import SIGNED_IN_API, MetaDep, PrincipalDep, ServicesDep, end_others_if
+from ..deps import MetaDep, ServicesDep, SignedInRouter, end_others_if, signed_in
 from ..schemas import (
-    SIGNED_IN_SECURITY,
     BackupCodesOut,
     FreshOut,
     MfaDisabledOut,
@@ -25,11 +24,7 @@ from ..schemas import (
     errors,
 )
 
-router = APIRouter(
-    prefix="/api/security",
-    tags=["security"],
-    dependencies=[*SIGNED_IN_API, *SIGNED_IN_SECURITY],
-)
+router = SignedInRouter(prefix="/api/security", tags=["security"])
 #: What a signed-in read can answer; a change (cookie-authenticated) also needs CSRF (403).
 READ_ERRORS = errors(401, 429, 503)
 
@@ -73,8 +68,9 @@ def session_json(session: UserSession, current_id: str) -> dict[str, Any]:
 
 
 @router.get("/sessions", response_model=list[SessionOut], responses=READ_ERRORS)
-async def list_sessions(principal: PrincipalDep, svc: ServicesDep) -> list[dict[str, Any]]:
+async def list_sessions(request: Request, svc: ServicesDep) -> list[dict[str, Any]]:
     """The user's active sessions; the one making this request has ``is_current``."""
+    principal = await signed_in(request)
     async with svc.db.session() as db:
         sessions = await svc.sessions.list_active(db, principal.user.id)
     return [session_json(s, principal.session.id) for s in sessions]
@@ -90,9 +86,10 @@ async def list_sessions(principal: PrincipalDep, svc: ServicesDep) -> list[dict[
     },
 )
 async def delete_session(
-    session_id: str, principal: PrincipalDep, svc: ServicesDep, meta: MetaDep
+    request: Request, session_id: str, svc: ServicesDep, meta: MetaDep
 ) -> Response:
     """Revoke one of your sessions (404 when it is not yours or already over)."""
+    principal = await signed_in(request)
     if not await svc.accounts.revoke_session(principal.user.id, session_id, meta):
         raise AuthError("session_not_found")
     return Response(status_code=204)
@@ -100,9 +97,10 @@ async def delete_session(
 
 @router.delete("/sessions", response_model=RevokedOut, responses=errors(401, 403, 429, 503))
 async def delete_other_sessions(
-    principal: PrincipalDep, svc: ServicesDep, meta: MetaDep
+    request: Request, svc: ServicesDep, meta: MetaDep
 ) -> dict[str, int]:
     """Revoke every session of yours except this one."""
+    principal = await signed_in(request)
     revoked = await svc.accounts.revoke_other_sessions(
         principal.user.id, principal.session.id, meta
     )
@@ -110,7 +108,8 @@ async def delete_other_sessions(
 
 
 @router.get("/mfa", response_model=MfaStatusOut, responses=READ_ERRORS)
-async def mfa_status(principal: PrincipalDep, svc: ServicesDep) -> dict[str, Any]:
+async def mfa_status(request: Request, svc: ServicesDep) -> dict[str, Any]:
+    principal = await signed_in(request)
     user = principal.user
     factors = await svc.mfa.factors(user.id)
     fresh = await svc.mfa.fresh_until(principal.session.id)
@@ -128,11 +127,12 @@ async def mfa_status(principal: PrincipalDep, svc: ServicesDep) -> dict[str, Any
     "/mfa/reauth", response_model=FreshOut, responses=errors(400, 401, 403, 409, 422, 429, 503)
 )
 async def mfa_reauth(
-    body: CodeBody, principal: PrincipalDep, svc: ServicesDep, meta: MetaDep
+    request: Request, body: CodeBody, svc: ServicesDep, meta: MetaDep
 ) -> dict[str, str]:
     """Confirm it is you with a TOTP or backup code: adding or removing a factor needs no
     other confirmation for five minutes (a passkey does the same through
     ``/mfa/webauthn/reauth/*``). Failures count toward the MFA lockout."""
+    principal = await signed_in(request)
     fresh = await svc.mfa.reauth_with_code(principal.user.id, principal.session.id, body.code, meta)
     return {"fresh_until": fresh.isoformat()}
 
@@ -143,23 +143,25 @@ async def mfa_reauth(
     responses=errors(401, 403, 409, 422, 429, 503),
 )
 async def mfa_totp_remove(
-    principal: PrincipalDep,
+    request: Request,
     svc: ServicesDep,
     meta: MetaDep,
     revoke_other_sessions: bool = Query(False, description="Also sign out your other sessions"),
 ) -> dict[str, Any]:
     """Remove the authenticator app (a factor confirmed in the last five minutes needed).
     Passkeys keep MFA on; without them MFA goes off."""
+    principal = await signed_in(request)
     enabled = await svc.mfa.remove_totp(principal.user.id, principal.session.id, meta)
     revoked = await end_others_if(revoke_other_sessions, svc, principal, meta, "totp_removed")
     return {"mfa_enabled": enabled, "revoked_sessions": revoked}
 
 
 @router.post("/mfa/setup", response_model=MfaSetupOut, responses=errors(401, 403, 409, 429, 503))
-async def mfa_setup(principal: PrincipalDep, svc: ServicesDep) -> dict[str, str]:
+async def mfa_setup(request: Request, svc: ServicesDep) -> dict[str, str]:
     """Start adding the authenticator app: a new secret, its otpauth:// URI and a QR code
     (SVG). Not active until ``/mfa/verify`` gets a code from it. With passkeys already on,
     this session must have confirmed a factor in the last five minutes."""
+    principal = await signed_in(request)
     info = await svc.mfa.begin_setup(
         principal.user.id, principal.user.display_name, principal.session.id
     )
@@ -172,11 +174,12 @@ async def mfa_setup(principal: PrincipalDep, svc: ServicesDep) -> dict[str, str]
     responses=errors(400, 401, 403, 409, 422, 429, 503),
 )
 async def mfa_verify(
-    body: MfaVerifyBody, principal: PrincipalDep, svc: ServicesDep, meta: MetaDep
+    request: Request, body: MfaVerifyBody, svc: ServicesDep, meta: MetaDep
 ) -> dict[str, Any]:
     """Turn the authenticator app on with a code from the new secret. When this turns MFA
     on, 10 backup codes come back (shown once; empty when passkeys had turned it on). With
     ``revoke_other_sessions``, every other session of yours ends too."""
+    principal = await signed_in(request)
     codes = await svc.mfa.confirm_setup(principal.user.id, body.code, meta, principal.session.id)
     revoked = await end_others_if(body.revoke_other_sessions, svc, principal, meta, "enabled")
     return {"mfa_enabled": True, "backup_codes": codes, "revoked_sessions": revoked}
@@ -188,11 +191,12 @@ async def mfa_verify(
     responses=errors(400, 401, 403, 409, 422, 429, 503),
 )
 async def mfa_disable(
-    body: MfaChangeBody, principal: PrincipalDep, svc: ServicesDep, meta: MetaDep
+    request: Request, body: MfaChangeBody, svc: ServicesDep, meta: MetaDep
 ) -> dict[str, Any]:
     """Turn MFA off: the authenticator app, every passkey and the backup codes go (needs a
     TOTP or backup code). With ``revoke_other_sessions``, every other session of yours ends
     too."""
+    principal = await signed_in(request)
     await svc.mfa.disable(principal.user.id, body.code, meta, principal.session.id)
     revoked = await end_others_if(body.revoke_other_sessions, svc, principal, meta, "disabled")
     return {"mfa_enabled": False, "revoked_sessions": revoked}
@@ -204,10 +208,11 @@ async def mfa_disable(
     responses=errors(400, 401, 403, 409, 422, 429, 503),
 )
 async def mfa_backup_codes(
-    body: MfaChangeBody, principal: PrincipalDep, svc: ServicesDep, meta: MetaDep
+    request: Request, body: MfaChangeBody, svc: ServicesDep, meta: MetaDep
 ) -> dict[str, Any]:
     """A new set of backup codes; the old ones stop working. With
     ``revoke_other_sessions``, every other session of yours ends too."""
+    principal = await signed_in(request)
     codes = await svc.mfa.regenerate_backup_codes(
         principal.user.id, body.code, meta, principal.session.id
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter, BackgroundTasks
+from fastapi import BackgroundTasks, Request
 from pydantic import BaseModel
 
 from ...db.models import UpworkConnection, User
@@ -18,12 +18,10 @@ from ...services import Services
 from ...upwork.freelancer import FreelancerView
 from ...upwork.sync import ProfileSyncService, grants_of
 from ...upwork.vault import ACTIVE
-from ..deps import SIGNED_IN_API, MetaDep, PrincipalDep, ServicesDep, refresh_on_use
-from ..schemas import SIGNED_IN_SECURITY, ConnectionOut, errors
+from ..deps import MetaDep, ServicesDep, SignedInRouter, refresh_on_use, signed_in
+from ..schemas import ConnectionOut, errors
 
-router = APIRouter(
-    prefix="/api/upwork", tags=["upwork"], dependencies=[*SIGNED_IN_API, *SIGNED_IN_SECURITY]
-)
+router = SignedInRouter(prefix="/api/upwork", tags=["upwork"])
 
 
 def _iso(value: Any) -> str | None:
@@ -110,12 +108,13 @@ async def profile_out(
 
 @router.get("/profile", response_model=ProfileOut, responses=errors(401, 429, 503))
 async def get_profile(
-    principal: PrincipalDep, svc: ServicesDep, background: BackgroundTasks
+    request: Request, svc: ServicesDep, background: BackgroundTasks
 ) -> ProfileOut:
     """The stored Upwork profile (a cache of at most 24 hours), when it was fetched, and
     when it expires; ``content.state`` is ``refreshing`` while it is being fetched again.
     ``freelancer`` is the freelancer profile, with the parts this installation's API key
     does not grant in ``freelancer.unavailable``."""
+    principal = await signed_in(request)
     user = principal.user
     conn = await svc.sync.connection(user.id)
     refreshing = refresh_on_use(svc.sync, user, conn, background)
@@ -127,19 +126,21 @@ async def get_profile(
     response_model=ProfileOut,
     responses=errors(401, 403, 404, 409, 429, 502, 503),
 )
-async def sync_profile(principal: PrincipalDep, svc: ServicesDep, meta: MetaDep) -> ProfileOut:
+async def sync_profile(request: Request, svc: ServicesDep, meta: MetaDep) -> ProfileOut:
     """Sync the profile from Upwork now; returns the fresh profile. Rate limited per user;
     409 ``upwork_reauth_required`` when the Upwork connection must be restored first."""
+    principal = await signed_in(request)
     user = await svc.sync.sync_requested(svc.sync_budget, principal.user.id, meta)
     return await profile_out(svc, user, await svc.sync.connection(user.id), False)
 
 
 @router.get("/connection", response_model=ConnectionOut, responses=errors(401, 429, 503))
 async def connection(
-    principal: PrincipalDep, svc: ServicesDep, background: BackgroundTasks
+    request: Request, svc: ServicesDep, background: BackgroundTasks
 ) -> dict[str, Any]:
     """The state of the user's Upwork connection (never the tokens), and which data the
     installation's API key does not grant."""
+    principal = await signed_in(request)
     conn = await svc.sync.connection(principal.user.id)
     refreshing = refresh_on_use(svc.sync, principal.user, conn, background)
     return {
