@@ -89,6 +89,7 @@ def app_factory(tmp_path: Path, migrated_template: Path | str) -> Iterator[AppFa
             overrides.setdefault("app_base_url", f"http://{host}:{port}")
         settings = app_settings(port, data, db, overrides)
         app = create_app(settings)
+        db.after_write.append(app.state.services.sessions.cache.clear_all)
         ctx = serve(app, sock)
         url = ctx.__enter__()
         if host is not None:
@@ -193,6 +194,7 @@ async def inprocess_factory(
             flush_redis()
             settings = app_settings(port, data, db, overrides)
             app = create_app(settings)
+            db.after_write.append(app.state.services.sessions.cache.clear_all)
             route_upwork_calls_in_process(app.state.services, app)
             await stack.enter_async_context(app.router.lifespan_context(app))
             handle = InProcessApp(f"http://127.0.0.1:{port}", db, settings, app)

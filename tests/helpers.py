@@ -8,7 +8,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,6 +182,11 @@ class TestDb:
     def __init__(self, url: str, path: Path | None = None) -> None:
         self.url = url  # the plain form, as DATABASE_URL takes it
         self.path = path
+        #: Called after a test's own write on PostgreSQL: the session cache of an app in
+        #: this process forgets at once. In the app that takes a trigger's notice, which
+        #: could lose a race with the test's very next request (the window measured in
+        #: docs/security.md); tests/test_session_cache.py tests the notices themselves.
+        self.after_write: list[Callable[[], None]] = []
 
     @classmethod
     def sqlite(cls, path: Path) -> TestDb:
@@ -201,6 +206,9 @@ class TestDb:
             conn.execute("SET TIME ZONE 'UTC'")
             cur = conn.execute(sql.replace("?", "%s"), args)  # type: ignore[arg-type]
             fetched = cur.fetchall() if cur.description else []
+        if sql.lstrip()[:6].upper() in {"UPDATE", "DELETE", "INSERT"}:
+            for hook in self.after_write:
+                hook()
         return [tuple(_sqlite_shape(v) for v in row) for row in fetched]
 
     def read_bytes(self) -> bytes:

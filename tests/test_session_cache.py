@@ -21,7 +21,7 @@ from upwork_assistant.db.types import utcnow
 from upwork_assistant.db.watch import PostgresWatch
 
 from .fixtures import InProcessApp
-from .helpers import AsyncBrowser
+from .helpers import AsyncBrowser, TestDb
 
 pytestmark = pytest.mark.inprocess
 
@@ -40,6 +40,12 @@ async def signed_in(app: InProcessApp) -> tuple[AsyncBrowser, Any]:
         assert (await browser.client.get("/api/auth/me", headers=JSON)).status_code == 200
     assert len(svc.sessions.cache) == 1
     return browser, svc
+
+
+def behind_the_apps_back(app: InProcessApp, sql: str, *args: Any) -> None:
+    """Plain SQL on a connection of its own, with none of the test helpers' shortcuts: the
+    app learns of it through its change watch only."""
+    TestDb(app.db_path.url, app.db_path.path).execute(sql, args)
 
 
 async def eventually(condition: Callable[[], bool], seconds: float) -> None:
@@ -74,24 +80,25 @@ async def test_a_session_revoked_by_plain_sql_is_refused(inprocess: InProcessApp
     """Written around the app (as another process or an operator would): the trigger on
     PostgreSQL, data_version on SQLite."""
     browser, svc = await signed_in(inprocess)
-    inprocess.db_path.execute(
+    behind_the_apps_back(
+        inprocess,
         "UPDATE sessions SET revoked_at = ?, revoked_reason = 'by hand'",
-        (utcnow().strftime("%Y-%m-%d %H:%M:%S.%f"),),
+        utcnow().strftime("%Y-%m-%d %H:%M:%S.%f"),
     )
     await refused_soon(inprocess, browser, svc)
 
 
 async def test_a_user_blocked_by_plain_sql_is_refused(inprocess: InProcessApp) -> None:
     browser, svc = await signed_in(inprocess)
-    inprocess.db_path.execute(
-        "UPDATE users SET blocked_at = ?", (utcnow().strftime("%Y-%m-%d %H:%M:%S.%f"),)
+    behind_the_apps_back(
+        inprocess, "UPDATE users SET blocked_at = ?", utcnow().strftime("%Y-%m-%d %H:%M:%S.%f")
     )
     await refused_soon(inprocess, browser, svc)
 
 
 async def test_a_deleted_user_is_refused(inprocess: InProcessApp) -> None:
     browser, svc = await signed_in(inprocess)
-    inprocess.db_path.execute("DELETE FROM users", ())
+    behind_the_apps_back(inprocess, "DELETE FROM users")
     await refused_soon(inprocess, browser, svc)
 
 

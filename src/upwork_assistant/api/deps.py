@@ -96,9 +96,8 @@ async def presented_csrf(request: Request) -> str | None:
 
 async def authenticate(request: Request, svc: Services) -> Principal | None:
     """Who is calling: the signed-in user and their session, or None. Nothing else: the
-    per-user API budget, the last-seen touch and CSRF are dependencies of their own
-    (`api_budget`, `touch_session`, `csrf_protect`), attached to the routers that need
-    them, so a route gets them by being on its router."""
+    per-user API budget, the last-seen touch and CSRF are the guards' (`api_guard` for
+    the API's `SignedInRouter`s, `pages_guard` for the pages' routers)."""
     header = request.headers.get("authorization", "")
     via_cookie = False
     if header[:7].lower() == "bearer ":

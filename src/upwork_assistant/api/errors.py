@@ -24,7 +24,7 @@ log = structlog.get_logger("upwork_assistant")
 
 #: Refusals that go to the security log (aggregated per client a minute), by reason code:
 #: every AuthError with one of these codes becomes an answer here, wherever it was raised
-#: (authenticate's CSRF check, require_admin, the admin page, refresh and sign-out).
+#: (the guards' CSRF and admin checks, the admin page, refresh and sign-out).
 AUDITED_REFUSALS = {"csrf_failed": CSRF_REJECTED, "forbidden": ACCESS_FORBIDDEN}
 
 

@@ -28,7 +28,7 @@ class SessionCache:
     def __init__(
         self,
         *,
-        max_entries: int = 50_000,
+        max_entries: int = 10_000,
         max_age: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

@@ -665,7 +665,7 @@ async def admin_page(
     if "admin" not in principal.user.roles:
         raise AuthError("forbidden")
     if svc.settings.admin_mfa_required and not principal.user.mfa_enabled:
-        # ADMIN_REQUIRE_MFA, as require_admin enforces on the admin API and forms; the page
+        # ADMIN_REQUIRE_MFA, as the admin API and forms enforce it (`_check_admin`); the page
         # sends the admin to where MFA is turned on rather than to a bare 403.
         return _back("admin_mfa_required")
     users = await search_users(svc.db, (q or "")[:200] or None, 100, 0)
