@@ -163,6 +163,29 @@ async def test_losing_the_postgres_listener_turns_the_cache_off(inprocess: InPro
     assert len(cache) == 1
 
 
+async def test_a_listener_that_hears_nothing_never_vouches(inprocess: InProcessApp) -> None:
+    """Through a pooler in transaction mode LISTEN seems to work but hears nothing: the
+    watch's own notice must come back before it vouches for the cache, and keep coming."""
+    if not inprocess.db_path.is_postgres:
+        pytest.skip("PostgreSQL's LISTEN connection")
+    dsn = inprocess.db_path.url
+    states: list[bool] = []
+    deaf = PostgresWatch(dsn, lambda _user: None, states.append, keepalive=0.2)
+    deaf._notified = lambda *_args: None  # type: ignore[method-assign]  # hears nothing
+    deaf.start()
+    await asyncio.sleep(1.0)
+    assert not deaf.watching and states == []
+    await deaf.stop()
+    hearing = PostgresWatch(dsn, lambda _user: None, states.append, keepalive=0.2)
+    hearing.start()
+    async with asyncio.timeout(5):
+        await hearing.wait_watching()
+    await asyncio.sleep(0.6)  # a few keep-alive probes come back too
+    assert hearing.watching and states == [True]
+    await hearing.stop()
+    assert states == [True, False]
+
+
 # ----- the cache's rules, without a database ------------------------------------------
 
 

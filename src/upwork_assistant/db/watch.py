@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import secrets
 import select
 import sqlite3
 from collections.abc import Callable
@@ -32,6 +33,8 @@ log = structlog.get_logger("upwork_assistant")
 
 #: The channel the triggers of migration 0010 notify, with a user id as the payload.
 AUTH_STATE_CHANNEL = "ua_auth_state"
+#: Payloads of the watch's own test notices (a user id never starts so).
+PROBE_PREFIX = "probe:"
 
 
 class SqliteWatch:
@@ -93,6 +96,8 @@ class PostgresWatch:
         self._listening = asyncio.Event()
         #: Readiness of the listening connection's socket, polled by `quiet`.
         self._socket: select.poll | None = None
+        self._probe_token = ""
+        self._probe_back = asyncio.Event()
         #: The listening connection's server process id (tests end it to simulate a loss).
         self.backend_pid: int | None = None
 
@@ -131,7 +136,21 @@ class PostgresWatch:
         lost.set()
 
     def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        if payload.startswith(PROBE_PREFIX):
+            if payload == self._probe_token:
+                self._probe_back.set()
+            return  # another process's probe: nothing changed
         self._on_user(payload)
+
+    async def _probe(self, conn: Any) -> None:
+        """Send a notice of our own and wait for it to come back on the listening
+        connection: proof that notices reach us (they do not through a pooler in
+        transaction mode, where LISTEN seems to work but hears nothing)."""
+        self._probe_token = f"{PROBE_PREFIX}{secrets.token_hex(8)}"
+        self._probe_back = asyncio.Event()
+        async with asyncio.timeout(self._keepalive):
+            await conn.execute("SELECT pg_notify($1, $2)", self._channel, self._probe_token)
+            await self._probe_back.wait()
 
     async def _run(self) -> None:
         delay = 0.1
@@ -142,6 +161,7 @@ class PostgresWatch:
                 conn = await asyncpg.connect(self._dsn, timeout=5)
                 conn.add_termination_listener(functools.partial(self._lost, lost))
                 await conn.add_listener(self._channel, self._notified)
+                await self._probe(conn)
                 self.backend_pid = conn.get_server_pid()
                 self._socket = _readable(conn)
                 self._set(True)
@@ -150,7 +170,7 @@ class PostgresWatch:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(lost.wait(), self._keepalive)
                     if not lost.is_set():
-                        await conn.fetchval("SELECT 1", timeout=self._keepalive)
+                        await self._probe(conn)  # the keep-alive: still hearing notices
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # down: not watching; try again shortly
