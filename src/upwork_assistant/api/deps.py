@@ -237,8 +237,9 @@ async def current_principal(request: Request) -> Principal | None:
     return found  # type: ignore[no-any-return]
 
 
-# What a signed-in user's routes get, as ONE dependency per router: each dependency
-# FastAPI resolves costs it more than a cached session check (docs/benchmarks.md).
+# What a signed-in user's routes run first: one guard per request (the API's through its
+# route class, the pages' as their routers' one dependency). Each dependency FastAPI
+# resolves costs it more than the cached session check (docs/benchmarks.md).
 
 
 #: Who may use a `SignedInRouter`'s routes: anyone (the route looks at who is calling
