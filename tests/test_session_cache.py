@@ -186,6 +186,22 @@ async def test_a_listener_that_hears_nothing_never_vouches(inprocess: InProcessA
     assert states == [True, False]
 
 
+async def test_without_the_triggers_the_watch_never_vouches(inprocess: InProcessApp) -> None:
+    """A database not upgraded to migration 0010 sends no notices: no cache then."""
+    if not inprocess.db_path.is_postgres:
+        pytest.skip("PostgreSQL's triggers")
+    behind_the_apps_back(inprocess, "ALTER TABLE sessions DISABLE TRIGGER ua_sessions_auth_state")
+    states: list[bool] = []
+    watch = PostgresWatch(inprocess.db_path.url, lambda _user: None, states.append, keepalive=0.2)
+    watch.start()
+    await asyncio.sleep(1.0)
+    assert not watch.watching and states == []
+    behind_the_apps_back(inprocess, "ALTER TABLE sessions ENABLE TRIGGER ua_sessions_auth_state")
+    async with asyncio.timeout(5):
+        await watch.wait_watching()
+    await watch.stop()
+
+
 # ----- the cache's rules, without a database ------------------------------------------
 
 

@@ -35,6 +35,13 @@ log = structlog.get_logger("upwork_assistant")
 AUTH_STATE_CHANNEL = "ua_auth_state"
 #: Payloads of the watch's own test notices (a user id never starts so).
 PROBE_PREFIX = "probe:"
+#: The triggers of migration 0010 that send the notices: without them (a database not
+#: upgraded yet) nothing would tell the cache of a change, so the watch does not vouch.
+TRIGGERS = ("ua_users_auth_state", "ua_sessions_auth_state")
+
+
+class WatchUnsound(Exception):
+    """The listening connection works, but not every change would be reported."""
 
 
 class SqliteWatch:
@@ -98,6 +105,7 @@ class PostgresWatch:
         self._socket: select.poll | None = None
         self._probe_token = ""
         self._probe_back = asyncio.Event()
+        self._warned = False
         #: The listening connection's server process id (tests end it to simulate a loss).
         self.backend_pid: int | None = None
 
@@ -143,12 +151,20 @@ class PostgresWatch:
         self._on_user(payload)
 
     async def _probe(self, conn: Any) -> None:
-        """Send a notice of our own and wait for it to come back on the listening
-        connection: proof that notices reach us (they do not through a pooler in
-        transaction mode, where LISTEN seems to work but hears nothing)."""
+        """Check that the triggers are there, then send a notice of our own and wait for
+        it to come back on the listening connection: proof that notices reach us (they do
+        not through a pooler in transaction mode, where LISTEN seems to work but hears
+        nothing)."""
         self._probe_token = f"{PROBE_PREFIX}{secrets.token_hex(8)}"
         self._probe_back = asyncio.Event()
         async with asyncio.timeout(self._keepalive):
+            triggers = await conn.fetchval(
+                "SELECT count(*) FROM pg_trigger WHERE tgname = ANY($1::text[])"
+                " AND tgenabled <> 'D'",
+                list(TRIGGERS),
+            )
+            if triggers != len(TRIGGERS):
+                raise WatchUnsound("the change triggers are missing: run `db upgrade`")
             await conn.execute("SELECT pg_notify($1, $2)", self._channel, self._probe_token)
             await self._probe_back.wait()
 
@@ -173,6 +189,10 @@ class PostgresWatch:
                         await self._probe(conn)  # the keep-alive: still hearing notices
             except asyncio.CancelledError:
                 raise
+            except WatchUnsound as exc:
+                if self.watching or not self._warned:
+                    log.warning("postgres_watch_unsound", reason=str(exc))
+                    self._warned = True
             except Exception as exc:  # down: not watching; try again shortly
                 if self.watching:
                     log.warning("postgres_watch_lost", error_type=type(exc).__name__)
