@@ -51,22 +51,30 @@ class HTTPMetricsMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
+        counted = False
         root_path = str(scope.get("root_path", ""))
+        method = scope.get("method", "GET")
+
+        def count(status: int) -> None:
+            nonlocal counted
+            counted = True
+            REQUESTS.labels(method, route_of(scope, root_path), str(status)).inc()
 
         async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
+            # Counted as the answer starts, not after it has gone: a client that has its
+            # answer and asks /metrics (of any process) at once finds it counted.
+            if message["type"] == "http.response.start" and not counted:
+                count(int(message["status"]))
             await send(message)
 
         try:
             await self.app(scope, receive, send_status)
         finally:
-            route = route_of(scope, root_path)
-            method = scope.get("method", "GET")
-            REQUESTS.labels(method, route, str(status)).inc()
-            DURATION.labels(method, route).observe(time.perf_counter() - started)
+            if not counted:
+                count(500)
+            DURATION.labels(method, route_of(scope, root_path)).observe(
+                time.perf_counter() - started
+            )
 
 
 def exposition() -> tuple[bytes, str]:
