@@ -89,6 +89,14 @@ def goals_table(backends: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _wrk_row(label: str, r: dict[str, Any]) -> str:
+    """One endpoint's row of a wrk table (requests/s, spread, p50, p99, errors)."""
+    return (
+        f"| {label} | {_n(r['rps'])} | {r['spread']} | {r['p50_ms']:.2f} ms |"
+        f" {r['p99_ms']:.2f} ms | {r['errors']} |"
+    )
+
+
 def _served(b: dict[str, Any]) -> list[str]:
     s = b.get("serve")
     if not s:
@@ -103,11 +111,7 @@ def _served(b: dict[str, Any]) -> list[str]:
         "|---|---:|---:|---:|---:|---:|",
     ]
     for key, label in (("serve_healthz", "`GET /healthz`"), ("serve_me", "`GET /api/auth/me`")):
-        r = s[key]
-        lines.append(
-            f"| {label} | {_n(r['rps'])} | {r['spread']} | {r['p50_ms']:.2f} ms |"
-            f" {r['p99_ms']:.2f} ms | {r['errors']} |"
-        )
+        lines.append(_wrk_row(label, s[key]))
     ratio = s["serve_me"]["rps"] / s["serve_healthz"]["rps"]
     closing = f"Ratio `/api/auth/me` ÷ `/healthz` with the access log: **{ratio:.2f}**."
     return [*lines, "", closing, ""]
@@ -273,11 +277,7 @@ def write_report(data: dict[str, Any], out: Path, quick: bool = False) -> None:
             ("peer_healthz", "FastAPI-Users app `GET /healthz`"),
             ("peer_me", "FastAPI-Users `GET /users/me`"),
         ):
-            r = a[key]
-            lines.append(
-                f"| {label} | {_n(r['rps'])} | {r['spread']} | {r['p50_ms']:.2f} ms |"
-                f" {r['p99_ms']:.2f} ms | {r['errors']} |"
-            )
+            lines.append(_wrk_row(label, a[key]))
         lines += [
             "",
             f"Ratios: ours `/api/auth/me` ÷ ours `/healthz` = "
