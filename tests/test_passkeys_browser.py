@@ -383,11 +383,12 @@ def test_passkey_screenshots(chromium: Browser, app_factory: AppFactory) -> None
         sign_in(page, app, SANDBOX_USERS["olena"])
         if path == "/security":
             wait_dashboard(page)
-            add_passkey(page, app, "YubiKey")
+            # A synced passkey (a phone's password manager); the next one a security key.
+            add_passkey(page, app, "Pixel 8")
             page.click("a.button[href='/security']")
             page.wait_for_selector("ul.passkeys")
             assert page.is_visible("ul.passkeys .badge:has-text('Synced')")
-            page.fill("#passkey-name", "MacBook")
+            page.fill("#passkey-name", "YubiKey 5")
         else:
             page.wait_for_url("**/mfa")
             page.wait_for_selector("[data-passkey-start]")
