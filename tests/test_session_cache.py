@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import inspect
 
 from upwork_assistant.auth.session_cache import SessionCache
-from upwork_assistant.db.models import User, UserSession
+from upwork_assistant.db.models import SessionEnd, User, UserSession
 from upwork_assistant.db.types import utcnow
 from upwork_assistant.db.watch import PostgresWatch
 
@@ -110,7 +110,7 @@ async def test_our_own_commit_forgets_at_once(inprocess: InProcessApp) -> None:
     (entry,) = cache._entries.values()
     session: UserSession = entry[0]
     async with svc.db.write() as db:
-        assert await svc.sessions.revoke(db, session.id, session.user_id, "test")
+        assert await svc.sessions.revoke(db, session.id, session.user_id, SessionEnd.LOGOUT)
         assert len(cache) == 1  # not yet committed: still remembered
     assert len(cache) == 0
     # A write that touches neither table leaves it alone.

@@ -20,7 +20,7 @@ from .config import (
     get_settings,
     new_encryption_key_spec,
 )
-from .db.models import User
+from .db.models import Role, User
 from .logs import configure_logging, configure_logging_for
 from .security import audit, rotation
 from .services import Services
@@ -191,7 +191,7 @@ def _run_with_services(work: Callable[[Services], Awaitable[int]]) -> None:
     raise typer.Exit(code)
 
 
-def _set_role(upwork_id: str, role: str) -> None:
+def _set_role(upwork_id: str, role: Role) -> None:
     async def work(svc: Services) -> int:
         async with svc.db.write() as db:
             user = (
@@ -207,7 +207,7 @@ def _set_role(upwork_id: str, role: str) -> None:
                 await audit.record(
                     db, audit.USER_ROLE_CHANGED, None, user_id=user.id, role=role, by="command line"
                 )
-        label = "an admin" if role == "admin" else "a user"
+        label = "an admin" if role == Role.ADMIN else "a user"
         typer.echo(f"{user.display_name} ({upwork_id}) is now {label}")
         return 0
 
@@ -217,13 +217,13 @@ def _set_role(upwork_id: str, role: str) -> None:
 @users_app.command("promote")
 def promote(upwork_id: Annotated[str, typer.Argument(help="The user's Upwork id.")]) -> None:
     """Make a user an admin."""
-    _set_role(upwork_id, "admin")
+    _set_role(upwork_id, Role.ADMIN)
 
 
 @users_app.command("demote")
 def demote(upwork_id: Annotated[str, typer.Argument(help="The user's Upwork id.")]) -> None:
     """Take admin rights away."""
-    _set_role(upwork_id, "user")
+    _set_role(upwork_id, Role.USER)
 
 
 @audit_app.command("verify")

@@ -342,7 +342,7 @@ async def signed_in_admin(request: Request) -> Principal:
 
 
 def _check_admin(svc: Services, principal: Principal) -> None:
-    if "admin" not in principal.user.roles:
+    if not principal.user.is_admin:
         raise AuthError("forbidden")
     if svc.settings.admin_mfa_required and not principal.user.mfa_enabled:
         # ADMIN_REQUIRE_MFA: admin powers (block anyone, read every user's security log)

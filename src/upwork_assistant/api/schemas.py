@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 from fastapi.security import APIKeyCookie, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..db.models import Role
+
 # --- errors ---------------------------------------------------------------------------
 
 
@@ -113,7 +115,7 @@ class UserOut(BaseModel):
     name: str
     email: str | None
     mfa_enabled: bool
-    roles: list[str]
+    roles: list[Role]
     profile_synced_at: IsoTime | None
 
 
@@ -334,7 +336,7 @@ class AdminUserOut(BaseModel):
     upwork_id: str
     name: str
     email: str | None
-    roles: list[str]
+    roles: list[Role]
     mfa_enabled: bool
     mfa_factors: list[Literal["totp", "passkey"]] = Field(
         description="Which second factors are on (backup codes come with either)"

@@ -8,7 +8,7 @@ from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.engine import Database
-from ..db.models import User
+from ..db.models import SessionEnd, User
 from ..db.types import utcnow
 from ..security import audit
 from ..security.audit import RequestMeta
@@ -31,7 +31,7 @@ class AccountService:
     async def revoke_session(self, user_id: str, session_id: str, meta: RequestMeta) -> bool:
         """End one of the user's sessions; False when it is not theirs or already over."""
         async with self._db.write() as db:
-            revoked = await self._sessions.revoke(db, session_id, user_id, "user")
+            revoked = await self._sessions.revoke(db, session_id, user_id, SessionEnd.USER)
             if revoked:
                 await _record_revoked(db, meta, user_id, [session_id], "user")
         return revoked
@@ -42,7 +42,7 @@ class AccountService:
         keep_session_id: str,
         meta: RequestMeta,
         why: str = "signed_out_elsewhere",
-        revoked_reason: str = "user_others",
+        revoked_reason: SessionEnd = SessionEnd.USER_OTHERS,
     ) -> int:
         """End every session of the user but ``keep_session_id``; ``why`` goes to the
         security log. Returns how many ended."""
@@ -58,7 +58,7 @@ class AccountService:
         session that signed in before MFA was on, or with a code now replaced, should not
         outlive it."""
         return await self.revoke_other_sessions(
-            user_id, keep_session_id, meta, f"mfa_{change}", "mfa_changed"
+            user_id, keep_session_id, meta, f"mfa_{change}", SessionEnd.MFA_CHANGED
         )
 
     async def delete_account(self, user: User, code: str | None, meta: RequestMeta) -> None:
@@ -100,7 +100,7 @@ class AccountService:
             if reason is not None:
                 user.blocked_at = utcnow()
                 user.blocked_reason = reason
-                revoked = await self._sessions.revoke_all(db, user.id, "blocked")
+                revoked = await self._sessions.revoke_all(db, user.id, SessionEnd.BLOCKED)
                 await audit.record(
                     db,
                     audit.USER_BLOCKED,

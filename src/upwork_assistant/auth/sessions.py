@@ -31,7 +31,7 @@ from sqlalchemy import ColumnElement, Row, Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.engine import Database
-from ..db.models import RotatedRefreshToken, User, UserSession
+from ..db.models import RotatedRefreshToken, SessionEnd, User, UserSession
 from ..db.types import utcnow
 from ..security.audit import RequestMeta
 from ..security.keys import constant_time_equal, mac
@@ -248,7 +248,7 @@ class SessionService:
             if self.hash_refresh_token(new_refresh) == session.refresh_token_hash:
                 access, _ = self._jwt.issue(user.id, session.id)
                 return RefreshOutcome("grace", session, user, new_refresh, access)
-        await self.revoke(db, session.id, user.id, "refresh_reuse")
+        await self.revoke(db, session.id, user.id, SessionEnd.REFRESH_REUSE)
         return RefreshOutcome("reused", session, user)
 
     async def active(
@@ -297,7 +297,9 @@ class SessionService:
         )
         return list(rows.scalars())
 
-    async def revoke(self, db: AsyncSession, session_id: str, user_id: str, reason: str) -> bool:
+    async def revoke(
+        self, db: AsyncSession, session_id: str, user_id: str, reason: SessionEnd
+    ) -> bool:
         """Revoke one of ``user_id``'s sessions; False if it is not theirs or not live."""
         result = await db.execute(
             update(UserSession)
@@ -312,7 +314,7 @@ class SessionService:
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
     async def revoke_all(
-        self, db: AsyncSession, user_id: str, reason: str, keep: str | None = None
+        self, db: AsyncSession, user_id: str, reason: SessionEnd, keep: str | None = None
     ) -> list[str]:
         """Revoke every live session of the user but ``keep``; returns the revoked ids."""
         query = select(UserSession.id).where(

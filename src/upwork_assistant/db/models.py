@@ -36,6 +36,14 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+
+class Role(StrEnum):
+    """A user's role (the users.role column): an admin also runs the admin pages and API.
+    The command line promotes and demotes."""
+
+    USER = "user"
+    ADMIN = "admin"
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
@@ -58,7 +66,7 @@ class User(Base):
     identity_fetched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     email: Mapped[str | None] = mapped_column(String(254))
     email_fetched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    role: Mapped[str] = mapped_column(String(16), default="user")
+    role: Mapped[str] = mapped_column(String(16), default=Role.USER.value)
     mfa_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -93,8 +101,24 @@ class User(Base):
         return self.name or self.upwork_nid or f"Upwork user {self.upwork_id}"
 
     @property
+    def is_admin(self) -> bool:
+        return self.role == Role.ADMIN
+
+    @property
     def roles(self) -> list[str]:
-        return ["admin", "user"] if self.role == "admin" else ["user"]
+        """The roles claim of our access tokens: an admin is also a user."""
+        return [Role.ADMIN.value, Role.USER.value] if self.is_admin else [Role.USER.value]
+
+
+class SessionEnd(StrEnum):
+    """``sessions.revoked_reason``: why a session ended before it expired."""
+
+    LOGOUT = "logout"  # signed out
+    USER = "user"  # ended by its user from the list of sessions
+    USER_OTHERS = "user_others"  # "sign out my other sessions"
+    MFA_CHANGED = "mfa_changed"  # the same, asked for with a change of a second factor
+    BLOCKED = "blocked"  # an admin blocked the user
+    REFRESH_REUSE = "refresh_reuse"  # a spent refresh token came back: maybe stolen
 
 
 class ConnectionStatus(StrEnum):

@@ -662,7 +662,7 @@ async def admin_page(
     """Administration: statistics, users (search, block, unblock), the security log."""
     if principal is None:
         return _redirect("/")
-    if "admin" not in principal.user.roles:
+    if not principal.user.is_admin:
         raise AuthError("forbidden")
     if svc.settings.admin_mfa_required and not principal.user.mfa_enabled:
         # ADMIN_REQUIRE_MFA, as the admin API and forms enforce it (`_check_admin`); the page

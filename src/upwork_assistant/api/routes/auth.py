@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from ...auth.errors import AuthError
 from ...auth.flow import COOKIE_PATH
 from ...auth.signin import SignInResult
+from ...db.models import SessionEnd
 from ...security import audit
 from ...services import Services
 from ...upwork.errors import upwork_text
@@ -355,7 +356,7 @@ async def logout(request: Request, svc: ServicesDep, meta: MetaDep) -> Response:
     revoked = False
     if target is not None:
         async with svc.db.write() as db:
-            revoked = await svc.sessions.revoke(db, target[0], target[1], "logout")
+            revoked = await svc.sessions.revoke(db, target[0], target[1], SessionEnd.LOGOUT)
             if revoked:
                 await audit.record(
                     db,
