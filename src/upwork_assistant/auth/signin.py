@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.engine import Database
-from ..db.models import MfaChallenge, ProfileSync, User, UserSession
+from ..db.models import MfaChallenge, ProfileSync, SyncTrigger, User, UserSession
 from ..security import audit
 from ..security.audit import RequestMeta
 from ..upwork.errors import UpworkError
@@ -106,18 +106,22 @@ class SignInService:
                 missing_grants=fetched.refused,
                 null_fields=fetched.nulled,
             )
-            db.add(ProfileSync(user_id=user.id, trigger="signin", succeeded=True, changed=changed))
+            db.add(
+                ProfileSync(
+                    user_id=user.id, trigger=SyncTrigger.SIGNIN, succeeded=True, changed=changed
+                )
+            )
             if created:
                 await audit.record(db, audit.ACCOUNT_CREATED, meta, user_id=user.id)
             else:
-                await record_profile_change(db, user, changed, "signin", meta)
+                await record_profile_change(db, user, changed, SyncTrigger.SIGNIN, meta)
             if user.mfa_enabled:
                 # Upwork's tokens are good and kept, but no session until the code is given.
                 challenge = await self.mfa.create_challenge(db, user.id)
                 await audit.record(db, audit.SIGNIN_MFA_REQUIRED, meta, user_id=user.id)
                 return SignInResult(user, created, mfa_challenge=challenge)
             session, refresh = await self.start_session(db, user, meta, method="upwork")
-        log_refused(user.id, fetched, "signin")
+        log_refused(user.id, fetched, SyncTrigger.SIGNIN)
         return SignInResult(user, created, session, refresh)
 
     async def complete_mfa(

@@ -36,13 +36,13 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-
 class Role(StrEnum):
     """A user's role (the users.role column): an admin also runs the admin pages and API.
     The command line promotes and demotes."""
 
     USER = "user"
     ADMIN = "admin"
+
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
@@ -163,6 +163,15 @@ class UpworkConnection(Base):
     user: Mapped[User] = relationship(back_populates="connection", lazy="raise")
 
 
+class SyncTrigger(StrEnum):
+    """``profile_syncs.trigger``: what started a sync of the Upwork profile."""
+
+    SIGNIN = "signin"
+    MANUAL = "manual"  # the user's "Sync now"
+    STALE = "stale"  # the user came back and their Upwork content was due
+    SCHEDULED = "scheduled"  # the worker's background syncs: only in rows from before they ended
+
+
 class ProfileSync(Base):
     """One run of the Upwork profile sync: when, why, whether it worked, what changed."""
 
@@ -170,7 +179,7 @@ class ProfileSync(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    trigger: Mapped[str] = mapped_column(String(16))  # signin | manual | scheduled | stale
+    trigger: Mapped[str] = mapped_column(String(16))  # a SyncTrigger
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     succeeded: Mapped[bool] = mapped_column(Boolean)

@@ -35,7 +35,14 @@ from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.engine import Database
-from ..db.models import FreelancerProfileCache, ProfileSync, UpworkConnection, User
+from ..db.models import (
+    ConnectionStatus,
+    FreelancerProfileCache,
+    ProfileSync,
+    SyncTrigger,
+    UpworkConnection,
+    User,
+)
 from ..db.types import utcnow
 from ..security import audit
 from ..security.audit import RequestMeta
@@ -52,7 +59,6 @@ from .freelancer import (
 )
 from .profile import UpworkProfile, parse_profile
 from .queries import FREELANCER_PARTS, PROFILE, Fetched, features_of, fetch_granted
-from .vault import ACTIVE
 
 log = structlog.get_logger("upwork_assistant.sync")
 
@@ -155,7 +161,7 @@ async def store_freelancer(db: AsyncSession, user_id: str, answer: FreelancerAns
 
 
 async def record_profile_change(
-    db: AsyncSession, user: User, changed: list[str], trigger: str, meta: RequestMeta | None
+    db: AsyncSession, user: User, changed: list[str], trigger: SyncTrigger, meta: RequestMeta | None
 ) -> None:
     if changed:
         await audit.record(
@@ -163,7 +169,7 @@ async def record_profile_change(
         )
 
 
-def log_refused(user_id: str | None, fetched: Fetched, trigger: str) -> None:
+def log_refused(user_id: str | None, fetched: Fetched, trigger: SyncTrigger) -> None:
     if fetched.refused:
         log.warning(
             "upwork_scope_missing",
@@ -213,7 +219,9 @@ class ProfileSyncService:
         self._api = api
         self.policy = policy
 
-    async def sync(self, user_id: str, trigger: str, meta: RequestMeta | None = None) -> User:
+    async def sync(
+        self, user_id: str, trigger: SyncTrigger, meta: RequestMeta | None = None
+    ) -> User:
         """Fetch the profile from Upwork and apply it. Raises UpworkError (recorded)."""
         started = utcnow()
 
@@ -281,7 +289,7 @@ class ProfileSyncService:
         return list(conn.missing_grants or []), list(conn.null_fields or [])
 
     async def _record_failure(
-        self, user_id: str, trigger: str, started: datetime, exc: UpworkError
+        self, user_id: str, trigger: SyncTrigger, started: datetime, exc: UpworkError
     ) -> None:
         async with self._db.write() as db:
             if await db.get(User, user_id) is None:
@@ -296,7 +304,7 @@ class ProfileSyncService:
                     error=exc.code,
                 )
             )
-            if trigger == "stale":
+            if trigger == SyncTrigger.STALE:
                 # Back off before the next automatic attempt for this user: as long as
                 # Upwork's block lasts when it is one, else the retry period.
                 wait = (
@@ -336,7 +344,7 @@ class ProfileSyncService:
     def due_on_use(self, user: User, conn: UpworkConnection | None) -> bool:
         """The user is using the product: is their Upwork content to be fetched again
         (stale, and a working connection to fetch it with)?"""
-        return conn is not None and conn.status == ACTIVE and self.is_stale(user)
+        return conn is not None and conn.status == ConnectionStatus.ACTIVE and self.is_stale(user)
 
     async def sync_requested(self, budget: Budget, user_id: str, meta: RequestMeta | None) -> User:
         """A sync the user asked for: within their share of the Upwork budget
@@ -344,7 +352,7 @@ class ProfileSyncService:
         retry_after = await budget.hit(user_id)
         if retry_after:
             raise RateLimitExceeded(retry_after, "Too many sync requests. Please wait a moment.")
-        return await self.sync(user_id, "manual", meta)
+        return await self.sync(user_id, SyncTrigger.MANUAL, meta)
 
     async def freelancer(self, user_id: str, missing_grants: list[str]) -> FreelancerView:
         """The kept freelancer profile and what of it the key's scopes refuse."""
@@ -393,7 +401,7 @@ class ProfileSyncService:
         if not await self.claim(user_id):
             return False
         try:
-            await self.sync(user_id, "stale")
+            await self.sync(user_id, SyncTrigger.STALE)
         except UpworkError:
             return False
         return True

@@ -43,9 +43,6 @@ from .oauth import TokenSet, UpworkOAuthClient
 
 log = structlog.get_logger("upwork_assistant.upwork")
 
-ACTIVE = ConnectionStatus.ACTIVE
-NEEDS_REAUTH = ConnectionStatus.NEEDS_REAUTH
-
 
 class TokensUnreadable(Exception):
     """A connection's stored tokens cannot be decrypted (the message names no secret)."""
@@ -108,7 +105,7 @@ class TokenVault:
             "scope": tokens.scope,
             "access_expires_at": tokens.access_expires_at,
             "refresh_expires_at": tokens.refresh_expires_at,
-            "status": ACTIVE,
+            "status": ConnectionStatus.ACTIVE,
             "updated_at": utcnow(),
         }
 
@@ -213,7 +210,7 @@ class TokenVault:
     def _usable(
         self, conn: UpworkConnection, rejected: str | None, renew_before: datetime | None
     ) -> AccessGrant | None:
-        if conn.status != ACTIVE:
+        if conn.status != ConnectionStatus.ACTIVE:
             raise UpworkReauthRequired()
         tokens = self.open(conn)
         if rejected is not None and tokens.access_token == rejected:
@@ -336,7 +333,7 @@ class TokenVault:
             await db.execute(
                 update(UpworkConnection)
                 .where(UpworkConnection.user_id == user_id)
-                .values(status=NEEDS_REAUTH, updated_at=utcnow())
+                .values(status=ConnectionStatus.NEEDS_REAUTH, updated_at=utcnow())
                 .execution_options(synchronize_session=False)
             )
             await audit.record(

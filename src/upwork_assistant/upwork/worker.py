@@ -21,13 +21,13 @@ from sqlalchemy import select
 
 from ..db import retention
 from ..db.engine import Database
-from ..db.models import UpworkConnection
+from ..db.models import ConnectionStatus, UpworkConnection
 from ..db.types import utcnow
 from ..security import audit
 from .errors import UpworkError
 from .gate import background
 from .sync import ProfileSyncService
-from .vault import ACTIVE, TokenVault
+from .vault import TokenVault
 
 log = structlog.get_logger("upwork_assistant.worker")
 
@@ -66,7 +66,7 @@ class Worker:
         async with self._db.session() as db:
             rows = await db.execute(
                 select(UpworkConnection.user_id).where(
-                    UpworkConnection.status == ACTIVE,
+                    UpworkConnection.status == ConnectionStatus.ACTIVE,
                     UpworkConnection.refresh_expires_at.is_not(None),
                     UpworkConnection.refresh_expires_at < renew_before,
                 )

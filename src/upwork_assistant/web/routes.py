@@ -25,13 +25,13 @@ from ..api.deps import (
 )
 from ..auth.errors import REASONS, AuthError, reason
 from ..auth.sessions import user_agent_parts
+from ..db.models import ConnectionStatus, SyncTrigger
 from ..security import audit
 from ..security.events import query_events, search_users, security_stats
 from ..security.ratelimit import RateLimitExceeded
 from ..upwork.errors import UpworkError
 from ..upwork.queries import FREELANCER_PARTS
 from ..upwork.sync import grants_of
-from ..upwork.vault import ACTIVE
 from .i18n import (
     LANG_COOKIE,
     LOCALES,
@@ -155,10 +155,10 @@ EVENT_LABELS = {
 }
 
 SYNC_TRIGGERS = {
-    "signin": N_("at sign-in"),
-    "manual": N_("on request"),
-    "scheduled": N_("scheduled"),
-    "stale": N_("on a visit"),
+    SyncTrigger.SIGNIN: N_("at sign-in"),
+    SyncTrigger.MANUAL: N_("on request"),
+    SyncTrigger.SCHEDULED: N_("scheduled"),
+    SyncTrigger.STALE: N_("on a visit"),
 }
 
 
@@ -261,7 +261,7 @@ async def index(
             "user": principal.user,
             "freelancer": await svc.sync.freelancer(user_id, grants["missing_fields"]),
             "connection": connection,
-            "connected": connection is not None and connection.status == ACTIVE,
+            "connected": connection is not None and connection.status == ConnectionStatus.ACTIVE,
             "refreshing": refreshing,
             "grants": grants,
             # What the key refuses of the account (the profile card says its own part).

@@ -13,11 +13,10 @@ from typing import Any, Literal
 from fastapi import BackgroundTasks, Request
 from pydantic import BaseModel
 
-from ...db.models import UpworkConnection, User
+from ...db.models import ConnectionStatus, SyncTrigger, UpworkConnection, User
 from ...services import Services
 from ...upwork.freelancer import FreelancerView
 from ...upwork.sync import ProfileSyncService, grants_of
-from ...upwork.vault import ACTIVE
 from ..deps import MetaDep, ServicesDep, SignedInRouter, refresh_on_use, signed_in
 from ..schemas import ConnectionOut, errors
 
@@ -48,7 +47,7 @@ class ContentOut(BaseModel):
 
 
 class LastSyncOut(BaseModel):
-    trigger: str
+    trigger: SyncTrigger
     started_at: datetime
     succeeded: bool
     #: What changed: identity fields and, of the freelancer profile, title, rate, skills.
@@ -144,7 +143,9 @@ async def connection(
     conn = await svc.sync.connection(principal.user.id)
     refreshing = refresh_on_use(svc.sync, principal.user, conn, background)
     return {
-        "status": "connected" if conn is not None and conn.status == ACTIVE else "needs_reauth",
+        "status": "connected"
+        if conn is not None and conn.status == ConnectionStatus.ACTIVE
+        else "needs_reauth",
         "access_expires_at": _iso(conn.access_expires_at) if conn else None,
         "refresh_expires_at": _iso(conn.refresh_expires_at) if conn else None,
         "last_refresh_at": _iso(conn.last_refresh_at) if conn else None,
