@@ -3,15 +3,18 @@ priority of interactive calls over background ones, the block after a 429, the d
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from upwork_assistant.config import normalise_database_url
 from upwork_assistant.db.engine import Database
+from upwork_assistant.db.models import UpworkGate as GateRow
 from upwork_assistant.upwork.errors import UpworkRateLimited
 from upwork_assistant.upwork.gate import GatedTransport, GatePolicy, UpworkGate, background
 
@@ -120,3 +123,24 @@ async def test_sign_ins_may_queue_where_syncs_may_not(database: Database) -> Non
     with pytest.raises(UpworkRateLimited):
         await gate.acquire("user")  # its slot is 0.6 s away: more than half of max_wait
     await gate.acquire("signin")  # waits for it
+
+
+async def test_a_call_kept_waiting_for_the_gate_row_measures_its_queue_from_getting_it(
+    database: Database,
+) -> None:
+    """Fifty syncs at once (CI, both passes on two cores): one call waited for the gate
+    row longer than it may queue, the calls ahead moved the next slot on from their own
+    later "now", and measured from the "now" it read before waiting, an empty queue
+    looked too long: 503 upwork_rate_limited. The queue starts when the row is ours."""
+    gate = UpworkGate(database, GatePolicy(interval=0.01, per_day=None, max_wait=1.0))
+    async with database.write() as ahead:  # the calls ahead of ours hold the row...
+        await ahead.execute(update(GateRow).where(GateRow.id == 1).values(next_slot=0.0))
+        waiting = asyncio.create_task(gate.acquire("user"))  # may queue 0.5 s
+        await asyncio.sleep(1.2)
+        assert not waiting.done()
+        # ...and take their slots, the last one from its own "now".
+        await ahead.execute(
+            update(GateRow).where(GateRow.id == 1).values(next_slot=time.time() + 0.01)
+        )
+    await asyncio.wait_for(waiting, 10)  # took the next slot: the queue was 10 ms long
+    assert (await gate.state()).next_slot > time.time() - 1

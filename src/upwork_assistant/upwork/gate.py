@@ -42,7 +42,7 @@ from typing import Literal
 import httpx
 import structlog
 from limits import parse_many
-from sqlalchemy import case, update
+from sqlalchemy import case, select, update
 
 from ..db.engine import Database
 from ..db.models import UpworkGate as GateRow
@@ -116,8 +116,7 @@ class UpworkGate:
         max_wait = self.policy.max_wait * QUEUE_SHARE[level]
         per_day = self.policy.per_day
         day_limit = None if per_day is None else int(per_day * DAY_SHARE[level])
-        now = time.time()
-        slot = await self._reserve(now, max_wait, day_limit)
+        slot, now = await self._reserve(max_wait, day_limit)
         if slot is None:
             retry_after, reason = await self._why_not(now, max_wait, day_limit)
             metrics.BUDGET_REFUSED.labels(level, reason).inc()
@@ -127,19 +126,28 @@ class UpworkGate:
         if wait:
             await asyncio.sleep(wait)
 
-    async def _reserve(self, now: float, max_wait: float, day_limit: int | None) -> float | None:
+    async def _reserve(self, max_wait: float, day_limit: int | None) -> tuple[float | None, float]:
         """Atomically take the next slot (at most ``max_wait`` from now, while the day's
-        count is under ``day_limit``); its start time."""
+        count is under ``day_limit``): its start time (None if refused), and the ``now``
+        the queue was measured from.
+
+        "Now" is read once the gate row is ours, not before: under contention a call can
+        wait seconds for the row while the calls ahead of it move the next slot on from
+        their own, later "now"s; measured from a stale one, an empty queue looked longer
+        than ``max_wait`` and the call was refused (503) for waiting on the database."""
         p = self.policy
-        start = case((GateRow.next_slot > now, GateRow.next_slot), else_=now)
-        today = _today(now)
-        conditions = [GateRow.id == 1, GateRow.blocked_until <= now, start - now <= max_wait]
-        values: dict[str, object] = {"next_slot": start + p.interval}
-        if day_limit is not None:
-            conditions.append((GateRow.day != today) | (GateRow.day_count < day_limit))
-            values["day_count"] = case((GateRow.day == today, GateRow.day_count + 1), else_=1)
-            values["day"] = today
         async with self._db.write() as db:
+            # SQLite: write() has already taken the write lock. PostgreSQL: lock the row.
+            await db.execute(select(GateRow.id).where(GateRow.id == 1).with_for_update())
+            now = time.time()
+            start = case((GateRow.next_slot > now, GateRow.next_slot), else_=now)
+            today = _today(now)
+            conditions = [GateRow.id == 1, GateRow.blocked_until <= now, start - now <= max_wait]
+            values: dict[str, object] = {"next_slot": start + p.interval}
+            if day_limit is not None:
+                conditions.append((GateRow.day != today) | (GateRow.day_count < day_limit))
+                values["day_count"] = case((GateRow.day == today, GateRow.day_count + 1), else_=1)
+                values["day"] = today
             row = (
                 await db.execute(
                     update(GateRow)
@@ -149,7 +157,7 @@ class UpworkGate:
                     .execution_options(synchronize_session=False)
                 )
             ).first()
-        return None if row is None else float(row[0]) - p.interval
+        return (None if row is None else float(row[0]) - p.interval), now
 
     async def _why_not(
         self, now: float, max_wait: float, day_limit: int | None
