@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -105,9 +105,13 @@ def _until_tomorrow(now: float) -> float:
 
 
 class UpworkGate:
-    def __init__(self, db: Database, policy: GatePolicy) -> None:
+    def __init__(
+        self, db: Database, policy: GatePolicy, clock: Callable[[], float] = time.time
+    ) -> None:
         self._db = db
         self.policy = policy
+        #: Wall-clock seconds (every process of the host shares the slots it stores).
+        self._clock = clock
 
     async def acquire(self, level: Priority | None = None) -> None:
         """Wait for this call's slot, or raise UpworkRateLimited when Upwork has blocked us,
@@ -121,7 +125,7 @@ class UpworkGate:
             retry_after, reason = await self._why_not(now, max_wait, day_limit)
             metrics.BUDGET_REFUSED.labels(level, reason).inc()
             raise UpworkRateLimited(retry_after)
-        wait = max(0.0, slot - time.time())
+        wait = max(0.0, slot - self._clock())
         metrics.BUDGET_WAIT.labels(level).observe(wait)
         if wait:
             await asyncio.sleep(wait)
@@ -139,7 +143,7 @@ class UpworkGate:
         async with self._db.write() as db:
             # SQLite: write() has already taken the write lock. PostgreSQL: lock the row.
             await db.execute(select(GateRow.id).where(GateRow.id == 1).with_for_update())
-            now = time.time()
+            now = self._clock()
             start = case((GateRow.next_slot > now, GateRow.next_slot), else_=now)
             today = _today(now)
             conditions = [GateRow.id == 1, GateRow.blocked_until <= now, start - now <= max_wait]
@@ -180,7 +184,7 @@ class UpworkGate:
 
     async def block(self, seconds: float, reason: str) -> float:
         """Hold every call back for ``seconds`` (extending a block already in place)."""
-        until = time.time() + seconds
+        until = self._clock() + seconds
         async with self._db.write() as db:
             await db.execute(
                 update(GateRow)
