@@ -28,7 +28,7 @@ from upwork_assistant.sandbox import (
     parse_scopes,
 )
 from upwork_assistant.sandbox.schema import build as build_schema
-from upwork_assistant.sandbox.state import Grant
+from upwork_assistant.sandbox.state import Grant, IpRateLimiter
 
 from .fixtures import SANDBOX_USERS, StandaloneSandbox
 from .helpers import parse_consent, serve
@@ -688,6 +688,10 @@ def test_expires_in_as_string(sandbox: StandaloneSandbox) -> None:
 
 def test_per_ip_rate_limit_blocks_until_quiet(sandbox: StandaloneSandbox) -> None:
     sandbox.faults(ip_block_seconds=1)
+    # The limiter's clock moves only when the test moves it: on a busy host, real time
+    # between the requests below ran past the block and the window.
+    clock = [1000.0]
+    sandbox.state.ip_limiter = IpRateLimiter(clock=lambda: clock[0])
     url = f"{sandbox.url}/api/v3/oauth2/token"
     with httpx.Client() as c:
         answers = [c.post(url, data={"grant_type": "password"}) for _ in range(11)]
@@ -695,6 +699,7 @@ def test_per_ip_rate_limit_blocks_until_quiet(sandbox: StandaloneSandbox) -> Non
         assert answers[-1].json() == {"message": "Too Many Requests"}
         assert "retry-after" not in answers[-1].headers
         # The whole IP is blocked, GraphQL too, but not the pages and controls.
+        clock[0] += 0.4
         assert (
             c.post(f"{sandbox.url}/graphql", json={"query": "{ user { id } }"}).status_code == 429
         )
@@ -702,15 +707,17 @@ def test_per_ip_rate_limit_blocks_until_quiet(sandbox: StandaloneSandbox) -> Non
             f"{sandbox.url}/ab/account-security/oauth2/authorize", params=authorize_params(sandbox)
         )
         assert authorize.status_code == 200
-        # Each blocked request pushes the block further: 1.2 s after it began it still holds.
-        time.sleep(0.6)
+        # Each blocked request pushes the block further: 1.6 s after it began it still holds.
+        clock[0] += 0.6
         assert c.post(url, data={"grant_type": "password"}).status_code == 429
-        time.sleep(0.6)
+        clock[0] += 0.6
         assert c.post(url, data={"grant_type": "password"}).status_code == 429
-        time.sleep(1.1)
+        clock[0] += 0.99
+        assert c.post(url, data={"grant_type": "password"}).status_code == 429
+        clock[0] += 1.01  # a second of quiet: the block is over, and the window empty
         assert c.post(url, data={"grant_type": "password"}).status_code == 401
     stats = httpx.get(f"{sandbox.url}/_sandbox/stats").json()
-    assert stats["rate_limited"] == 4 and stats["token_requests"] == 14
+    assert stats["rate_limited"] == 5 and stats["token_requests"] == 15
     assert stats["graphql_requests"] == 1  # blocked requests still count as received
 
 

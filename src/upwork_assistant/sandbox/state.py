@@ -464,14 +464,15 @@ class IpRateLimiter:
     it sends while blocked pushes the end of the block further.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.recent: dict[str, deque[float]] = {}
         self.blocked_until: dict[str, float] = {}
+        self._clock = clock
 
     def allow(self, ip: str, limit: float, block_seconds: float) -> bool:
         if limit <= 0:
             return True
-        now = time.monotonic()
+        now = self._clock()
         if self.blocked_until.get(ip, 0.0) > now:
             self.blocked_until[ip] = now + block_seconds
             return False
