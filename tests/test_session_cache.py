@@ -107,17 +107,17 @@ async def test_our_own_commit_forgets_at_once(inprocess: InProcessApp) -> None:
     the cache when it commits, before any answer goes out: no lookup, no notification."""
     _browser, svc = await signed_in(inprocess)
     cache = svc.sessions.cache
+    # A write that touches neither table leaves it alone. (Checked first: a second sign-in
+    # would update the user row, and that commit's notice could arrive at any moment.)
+    async with svc.db.write() as db:
+        await db.execute(UserSession.__table__.select().limit(1))
+    assert len(cache) == 1
     (entry,) = cache._entries.values()
     session: UserSession = entry[0]
     async with svc.db.write() as db:
         assert await svc.sessions.revoke(db, session.id, session.user_id, SessionEnd.LOGOUT)
         assert len(cache) == 1  # not yet committed: still remembered
     assert len(cache) == 0
-    # A write that touches neither table leaves it alone.
-    await signed_in(inprocess)
-    async with svc.db.write() as db:
-        await db.execute(UserSession.__table__.select().limit(1))
-    assert len(cache) == 1
 
 
 async def test_handlers_never_change_the_shared_rows(inprocess: InProcessApp) -> None:
@@ -176,7 +176,10 @@ async def test_a_listener_that_hears_nothing_never_vouches(inprocess: InProcessA
     await asyncio.sleep(1.0)
     assert not deaf.watching and states == []
     await deaf.stop()
-    hearing = PostgresWatch(dsn, lambda _user: None, states.append, keepalive=0.2)
+    # Probes every 0.2 s, each given 2 s to come back: a busy host may be slow to answer.
+    hearing = PostgresWatch(
+        dsn, lambda _user: None, states.append, keepalive=0.2, probe_timeout=2.0
+    )
     hearing.start()
     async with asyncio.timeout(5):
         await hearing.wait_watching()
@@ -192,7 +195,9 @@ async def test_without_the_triggers_the_watch_never_vouches(inprocess: InProcess
         pytest.skip("PostgreSQL's triggers")
     behind_the_apps_back(inprocess, "ALTER TABLE sessions DISABLE TRIGGER ua_sessions_auth_state")
     states: list[bool] = []
-    watch = PostgresWatch(inprocess.db_path.url, lambda _user: None, states.append, keepalive=0.2)
+    watch = PostgresWatch(
+        inprocess.db_path.url, lambda _user: None, states.append, keepalive=0.2, probe_timeout=2.0
+    )
     watch.start()
     await asyncio.sleep(1.0)
     assert not watch.watching and states == []

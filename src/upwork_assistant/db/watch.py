@@ -91,12 +91,17 @@ class PostgresWatch:
         on_state: Callable[[bool], None],
         *,
         keepalive: float = 2.0,
+        probe_timeout: float | None = None,
         channel: str = AUTH_STATE_CHANNEL,
     ) -> None:
+        """``keepalive``: seconds between two probes; ``probe_timeout``: how long a probe's
+        notice may take to come back (by default as long: a deaf listener stops vouching
+        within two keep-alives)."""
         self._dsn = dsn
         self._on_user = on_user
         self._on_state = on_state
         self._keepalive = keepalive
+        self._probe_timeout = keepalive if probe_timeout is None else probe_timeout
         self._channel = channel
         self._task: asyncio.Task[None] | None = None
         self.watching = False
@@ -157,7 +162,7 @@ class PostgresWatch:
         nothing)."""
         self._probe_token = f"{PROBE_PREFIX}{secrets.token_hex(8)}"
         self._probe_back = asyncio.Event()
-        async with asyncio.timeout(self._keepalive):
+        async with asyncio.timeout(self._probe_timeout):
             triggers = await conn.fetchval(
                 "SELECT count(*) FROM pg_trigger WHERE tgname = ANY($1::text[])"
                 " AND tgenabled <> 'D'",
