@@ -154,14 +154,16 @@ class RefusalTally:
     so that a flood costs a counter, not a row each (and the audit chain's writers, which
     take turns, stay free). Bounded: the least recently seen clients are dropped first."""
 
-    def __init__(self, max_keys: int = 10_000) -> None:
+    def __init__(self, max_keys: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
         self._max_keys = max_keys
+        self._clock = clock
         self._entries: OrderedDict[str, tuple[int, float]] = OrderedDict()
 
-    def add(self, key: str, now: float) -> int | None:
+    def add(self, key: str) -> int | None:
         """Count one refusal. Returns the count to record when this process has not tried
         to record ``key`` within the window, else None."""
-        count, last_try = self._entries.pop(key, (0, 0.0))
+        now = self._clock()
+        count, last_try = self._entries.pop(key, (0, now - REFUSAL_WINDOW))
         count += 1
         due = now - last_try >= REFUSAL_WINDOW
         self._entries[key] = (0 if due else count, now if due else last_try)
@@ -172,7 +174,7 @@ class RefusalTally:
     def put_back(self, key: str, count: int) -> None:
         """Another process recorded this client's refusals this minute: keep ours for
         our next record."""
-        held, last_try = self._entries.get(key, (0, time.monotonic()))
+        held, last_try = self._entries.get(key, (0, self._clock()))
         self._entries[key] = (held + count, last_try)
 
 
@@ -193,7 +195,7 @@ async def audit_refusal(
     meta = request_meta(request)
     key = f"{event_type}:{reason or ''}:{meta.ip or 'unknown'}"
     tally = _tally(request)
-    count = tally.add(key, time.monotonic())
+    count = tally.add(key)
     if count is None:
         return
     if await svc.rate_limit_audit.hit(f"refusal:{key}"):
