@@ -248,6 +248,22 @@ def _sqlite_shape(value: Any) -> Any:
     return value
 
 
+def refused_soon(
+    url: str, db: TestDb, headers: dict[str, str], cookies: dict[str, str] | None = None
+) -> None:
+    """A revoked session is refused by another process at its next request. On SQLite,
+    strictly: every lookup reads data_version first. On PostgreSQL the notice travels
+    between processes, so a request racing it could still be answered (docs/security.md
+    has the measured window): allow it a second rather than a flaky test, and never more."""
+    deadline = time.monotonic() + (1.0 if db.is_postgres else 0.0)
+    while True:
+        status = httpx.get(url, headers=headers, cookies=cookies).status_code
+        if status == 401:
+            return
+        assert status == 200 and time.monotonic() < deadline, status
+        time.sleep(0.005)
+
+
 def rows(db: TestDb, sql: str, *args: Any) -> list[tuple[Any, ...]]:
     return db.execute(sql, args)
 

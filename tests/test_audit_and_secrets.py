@@ -271,7 +271,7 @@ def test_no_secret_of_any_kind_reaches_any_log_line(
     suite; then no collected secret is in any captured log record (the app's JSON lines,
     uvicorn's access log, libraries' logs), at DEBUG."""
     caplog.set_level(logging.DEBUG)
-    app = app_factory(upwork_http_timeout=0.5)
+    app = app_factory(upwork_http_timeout=1.0)  # the 2 s delay times out, nothing else
     secrets: set[str] = {
         app.settings.secrets.secret_key,
         app.settings.oauth_client_secret,

@@ -24,7 +24,7 @@ from .fixtures import (
     flush_redis,
     fresh_database,
 )
-from .helpers import Browser, TestDb, bound_socket
+from .helpers import Browser, TestDb, bound_socket, refused_soon
 from .upwork_helpers import JSON, expire_access
 
 CLI = str(Path(sys.executable).parent / "upwork-assistant")
@@ -144,29 +144,15 @@ def test_a_session_cached_on_a_is_refused_on_a_once_revoked_on_b(cluster: Cluste
         f"{cluster.b}/api/auth/logout", headers={**JSON, "X-CSRF-Token": csrf}, cookies=cookies
     )
     assert out.json() == {"signed_out": True}
-    refused_on_a(cluster, cookies)
+    refused_soon(f"{cluster.a}/api/auth/me", cluster.db, JSON, cookies)
     # Blocked by plain SQL (no instance saw it happen): the same.
     browser.sign_in(SANDBOX_USERS["alex"])
     cookies = {"access_token": browser.client.cookies["access_token"]}
     for _ in range(3):
         assert httpx.get(f"{cluster.a}/api/auth/me", headers=JSON, cookies=cookies).is_success
     cluster.db.execute("UPDATE users SET blocked_at = ?", ("2026-01-01 00:00:00.000000",))
-    refused_on_a(cluster, cookies)
+    refused_soon(f"{cluster.a}/api/auth/me", cluster.db, JSON, cookies)
     browser.close()
-
-
-def refused_on_a(cluster: Cluster, cookies: dict[str, str]) -> None:
-    """The next request on A is refused. On SQLite, strictly: A reads data_version before
-    every lookup. On PostgreSQL the notice travels between processes, so a request racing
-    it could still be answered (docs/security.md has the measured window): allow it a
-    second here rather than a flaky test, and never more."""
-    deadline = time.monotonic() + (1.0 if cluster.db.is_postgres else 0.0)
-    while True:
-        status = httpx.get(f"{cluster.a}/api/auth/me", headers=JSON, cookies=cookies).status_code
-        if status == 401:
-            return
-        assert status == 200 and time.monotonic() < deadline, status
-        time.sleep(0.005)
 
 
 def test_fifty_syncs_across_two_instances_one_refresh(cluster: Cluster) -> None:

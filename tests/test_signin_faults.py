@@ -200,7 +200,7 @@ def test_upwork_faults(
     client: str,
 ) -> None:
     caplog.set_level(logging.INFO)
-    app = app_factory(upwork_http_timeout=0.5)
+    app = app_factory(upwork_http_timeout=1.0)  # the 2 s delay times out, nothing else
     app.faults(**faults)
     browser = app.browser()
     callback = browser.decide(browser.start_sign_in(), SANDBOX_USERS["alex"])

@@ -93,7 +93,7 @@ async def test_sync_rate_limited_per_user(inprocess_factory: InProcessFactory) -
 
 FAULTS_ON_SYNC = [
     ({"graphql_status": 500}, "upwork_api_error", 502, 3),
-    ({"graphql_delay": 1.0}, "upwork_unavailable", 503, 3),
+    ({"graphql_delay": 2.0}, "upwork_unavailable", 503, 3),
     ({"graphql_errors": True}, "upwork_api_error", 502, 1),
     ({"graphql_status": 429, "retry_after": 30}, "upwork_rate_limited", 503, 1),
 ]
@@ -158,8 +158,9 @@ async def test_upwork_faults_on_sync(
 def test_upwork_timeout_on_sync(
     app_factory: AppFactory, faults: dict[str, Any], code: str, status: int, requests: int
 ) -> None:
-    """The real tier: httpx's timeout is the socket's (httpx.ASGITransport has none)."""
-    app = app_factory(upwork_http_timeout=0.3, upwork_retry_backoff=0.05)
+    """The real tier: httpx's timeout is the socket's (httpx.ASGITransport has none). A
+    second: the sign-in before the fault must not time out on a busy host."""
+    app = app_factory(upwork_http_timeout=1.0, upwork_retry_backoff=0.05)
     browser, user_id = sign_in(app, SANDBOX_USERS["alex"])
     before_conn = connection_row(app.db_path, user_id)
     before = app.sandbox_state.stats["graphql_requests"]

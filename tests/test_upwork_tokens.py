@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -85,13 +86,12 @@ def test_non_rotating_refresh_keeps_the_refresh_token(running: RunningApp) -> No
 
 
 def test_no_expires_in_means_long_lived_until_401(running: RunningApp) -> None:
-    running.faults(omit_expires_in=True, access_token_ttl=1)
+    running.faults(omit_expires_in=True)
     browser, user_id = sign_in(running, SANDBOX_USERS["alex"])
     assert connection_row(running.db_path, user_id)["access_expires_at"] is None
-    running.faults(access_token_ttl=86400)
-    import time
-
-    time.sleep(1.2)  # the sandbox's access token is now dead; we do not know it
+    access, _ = stored_tokens(running, user_id)
+    # The sandbox's access token is now dead; we do not know it.
+    running.sandbox_state.access_tokens[access].expires_at = time.time() - 1
     graphql_before = running.sandbox_state.stats["graphql_requests"]
     r = sync(browser)
     assert r.status_code == 200, r.text
@@ -137,7 +137,9 @@ def test_fifty_concurrent_requests_one_refresh(app_factory: AppFactory) -> None:
 
 
 def test_crashed_refresher_lease_times_out(app_factory: AppFactory) -> None:
-    app = app_factory(upwork_refresh_lease_seconds=1.0)
+    # A dead holder's lease, a second from running out; ours would give up after twice
+    # the lease (6 s): room for a busy host.
+    app = app_factory(upwork_refresh_lease_seconds=3.0)
     browser, user_id = sign_in(app, SANDBOX_USERS["alex"])
     expire_access(app.db_path, user_id)
     until = sqlite_time(datetime.now(UTC) + timedelta(seconds=1))
@@ -201,7 +203,7 @@ def test_dead_refresh_token_needs_reauth_then_reconnect(running: RunningApp, how
 def test_failed_refresh_keeps_the_working_pair(
     app_factory: AppFactory, faults: dict[str, object], code: str, status: int
 ) -> None:
-    app = app_factory(upwork_http_timeout=0.5)
+    app = app_factory(upwork_http_timeout=1.0)  # the 2 s delay times out, nothing else
     browser, user_id = sign_in(app, SANDBOX_USERS["alex"])
     before = connection_row(app.db_path, user_id)
     expire_access(app.db_path, user_id)
