@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import queue
+import socket
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -15,6 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
+
+from upwork_assistant.config import CALLBACK_PATH, Settings
+from upwork_assistant.upwork.check import _sign_in
+from upwork_assistant.upwork.oauth import UpworkOAuthClient
 
 from .fixtures import SANDBOX_USERS, StandaloneSandbox, drop_database, fresh_database
 from .helpers import parse_consent
@@ -234,3 +239,27 @@ def test_check_when_no_callback_comes(checker: Checker) -> None:
     result = checker.run("--timeout", "3", decision="deny")
     assert result.code == 1
     assert any("no callback arrived" in p for p in result.report["problems"])
+
+
+async def test_the_callback_is_listened_for_before_the_authorize_url_is_shown(
+    tmp_path: Path,
+) -> None:
+    """A browser quick to click Allow (the operator above, on a busy host) found nobody
+    listening: the command showed the URL first and opened its listener after."""
+    port = free_port()
+    settings = Settings(
+        app_base_url=f"http://127.0.0.1:{port}", data_dir=tmp_path, sandbox_mode=True
+    )
+    oauth = UpworkOAuthClient(settings, httpx.AsyncHTTPTransport())
+    shown: list[str] = []
+
+    def say(line: str) -> None:
+        shown.append(line)
+        if line.startswith("AUTHORIZE_URL "):
+            # The quickest browser there is: back on the redirect URI the moment it's shown.
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as browser:
+                browser.sendall(f"GET {CALLBACK_PATH}?code=c&state=s HTTP/1.1\r\n\r\n".encode())
+
+    query, _state, _verifier = await _sign_in(oauth, settings, 5, say)
+    assert query == {"code": ["c"], "state": ["s"]}
+    assert shown[-1].startswith("Waiting for the callback on http://127.0.0.1:")

@@ -84,34 +84,61 @@ async def check_endpoints(settings: Settings, http: httpx.AsyncClient) -> dict[s
     return found
 
 
-async def wait_for_callback(redirect_uri: str, wait: float, say: Say) -> str:
+class CallbackCatcher:
     """The URL Upwork sends the browser back to: caught on the redirect URI when it is on
-    this machine and its port is free, or pasted by the operator; whichever comes first."""
-    parts = urlsplit(redirect_uri)
-    got: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    this machine and its port is free, or pasted by the operator; whichever comes first.
 
-    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    Listening starts on entering, before the authorize URL is shown: a browser (or a test's
+    operator) that is quick to click Allow must never find nobody listening yet."""
+
+    def __init__(self, redirect_uri: str) -> None:
+        self._parts = urlsplit(redirect_uri)
+        self._redirect_uri = redirect_uri
+        self._server: asyncio.Server | None = None
+        #: On this machine, so the browser's redirect can be caught here.
+        self._local = self._parts.scheme == "http" and self._parts.hostname in (
+            "127.0.0.1",
+            "localhost",
+            "::1",
+        )
+
+    async def __aenter__(self) -> CallbackCatcher:
+        self._got: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        if self._local:
+            with contextlib.suppress(OSError):  # the port is busy: the operator pastes
+                self._server = await asyncio.start_server(
+                    self._on_connection,
+                    self._parts.hostname,
+                    self._parts.port or 80,
+                    reuse_address=True,
+                )
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        if self._server is not None:
+            self._server.close()
+        self._got.cancel()
+
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         line = (await reader.readline()).decode("latin-1").split(" ")
         writer.write(CALLBACK_PAGE)
         with contextlib.suppress(OSError):
             await writer.drain()
         writer.close()
-        if len(line) >= 2 and line[1].startswith(parts.path) and not got.done():
-            got.set_result(f"{parts.scheme}://{parts.netloc}{line[1]}")
+        parts = self._parts
+        if len(line) >= 2 and line[1].startswith(parts.path) and not self._got.done():
+            self._got.set_result(f"{parts.scheme}://{parts.netloc}{line[1]}")
 
-    server = None
-    if parts.hostname in ("127.0.0.1", "localhost", "::1") and parts.scheme == "http":
-        try:
-            server = await asyncio.start_server(
-                on_connection, parts.hostname, parts.port or 80, reuse_address=True
-            )
-            say(f"Waiting for the callback on {redirect_uri} (or paste the URL here).")
-        except OSError:
+    async def wait(self, wait: float, say: Say) -> str:
+        if self._server is not None:
+            say(f"Waiting for the callback on {self._redirect_uri} (or paste the URL here).")
+        elif self._local:
             say("The redirect URI's port is busy: paste the URL the browser ends on.")
-    else:
-        say("Paste the full URL the browser ends on after you click Allow:")
-    paste = _read_line()
-    try:
+        else:
+            say("Paste the full URL the browser ends on after you click Allow:")
+        got, paste = self._got, _read_line()
         while True:
             done, _ = await asyncio.wait({got, paste}, timeout=wait, return_when="FIRST_COMPLETED")
             if not done:
@@ -121,13 +148,9 @@ async def wait_for_callback(redirect_uri: str, wait: float, say: Say) -> str:
             pasted = paste.result().strip()
             if pasted:
                 return pasted
-            if server is None:
+            if self._server is None:
                 raise TimeoutError("nothing was pasted")
             paste = asyncio.get_running_loop().create_future()  # stdin closed: listen on
-    finally:
-        if server is not None:
-            server.close()
-        got.cancel()
 
 
 def _read_line() -> asyncio.Future[str]:
@@ -152,9 +175,10 @@ async def _sign_in(
 ) -> tuple[dict[str, list[str]], str, str]:
     """One authorization round: the callback's query, the state sent and the verifier."""
     request = oauth.authorization_request()
-    say("Open this URL in a browser signed in to Upwork, and click Allow:")
-    say(f"AUTHORIZE_URL {request.url}")
-    url = await wait_for_callback(settings.redirect_uri, wait, say)
+    async with CallbackCatcher(settings.redirect_uri) as callback:
+        say("Open this URL in a browser signed in to Upwork, and click Allow:")
+        say(f"AUTHORIZE_URL {request.url}")
+        url = await callback.wait(wait, say)
     return parse_qs(urlsplit(url).query), request.state, request.code_verifier
 
 
