@@ -5,6 +5,7 @@ respected and one GraphQL request per sync."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -500,7 +501,9 @@ async def test_profile_purged_after_24_hours_and_fetched_again_on_use(
     browser, user_id = await sign_in_inprocess(app, SANDBOX_USERS["olena"])
     assert profile_row(app, user_id) is not None
     requests_before = (await stats(app))["graphql_requests"]
-    age_content(app, user_id, 25)
+    # In a thread: the worker runs on this event loop, and on SQLite a write here that
+    # waited for the worker's transaction would stop the loop the worker commits on.
+    await asyncio.to_thread(age_content, app, user_id, 25)
     # The worker inside serve deletes it: nobody asked, nothing fetched.
     await wait_until_inprocess(lambda: profile_row(app, user_id) is None)
     assert (await stats(app))["graphql_requests"] == requests_before

@@ -43,9 +43,15 @@ def cli_env(app: RunningApp) -> dict[str, str]:
 
 
 def cli(app: RunningApp, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    done = subprocess.run(
         [CLI, *args], env=cli_env(app), capture_output=True, text=True, timeout=120
     )
+    # The command may have changed a user (promote, block): as after the tests' own writes,
+    # the app here forgets at once rather than race the trigger's notice on PostgreSQL
+    # (the notices themselves are tested in test_session_cache.py).
+    for hook in app.db_path.after_write:
+        hook()
+    return done
 
 
 def verify(app: RunningApp) -> audit.VerifyReport:

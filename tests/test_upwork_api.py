@@ -249,7 +249,11 @@ async def test_worker_inside_serve_by_default(inprocess_factory: InProcessFactor
     app = await inprocess_factory(worker_in_serve=None, worker_interval_seconds=0.2)
     _, user_id = await sign_in_inprocess(app, SANDBOX_USERS["alex"])
     old = sqlite_time(datetime.now(UTC) - timedelta(days=2))
-    rows(app.db_path, "UPDATE users SET identity_fetched_at=? WHERE id=?", old, user_id)
+    # In a thread: the worker runs on this event loop, and on SQLite a write here that
+    # waited for the worker's transaction would stop the loop the worker commits on.
+    await asyncio.to_thread(
+        rows, app.db_path, "UPDATE users SET identity_fetched_at=? WHERE id=?", old, user_id
+    )
     await wait_until_inprocess(lambda: rows(app.db_path, "SELECT name FROM users")[0][0] is None)
     assert rows(app.db_path, "SELECT trigger FROM profile_syncs ORDER BY id") == [("signin",)]
     # log upkeep too

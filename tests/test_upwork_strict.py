@@ -249,7 +249,9 @@ async def test_content_purged_after_24_hours_and_fetched_again_on_use(
     assert profile["content"]["state"] == "fresh" and profile["content"]["expires_at"]
     requests_before = (await stats_inprocess(app))["graphql_requests"]
 
-    age_content(app, user_id, 25)
+    # In a thread: the worker runs on this event loop, and on SQLite a write here that
+    # waited for the worker's transaction would stop the loop the worker commits on.
+    await asyncio.to_thread(age_content, app, user_id, 25)
     columns = ("name", "email", "upwork_nid", "photo_url", "profile_key", "identity_fetched_at")
     # The worker inside serve (on by default) purges it without anybody asking.
     await wait_until_inprocess(lambda: user_row(app, user_id, *columns)["name"] is None)
