@@ -16,7 +16,7 @@ from typing import Any
 
 import pyotp
 import pytest
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from .fixtures import SANDBOX_USERS, AppFactory, RunningApp
@@ -67,10 +67,12 @@ def sign_in(page: Page, app: RunningApp, upwork_id: str) -> None:
 
 def wait_dashboard(page: Page) -> None:
     page.wait_for_selector("[data-field=upwork_id]")
+    page.wait_for_load_state("load")  # styles and images too, for what is checked next
 
 
 def check_accessibility(page: Page, axe_source: str, where: str) -> None:
     """No serious or critical axe-core violation (WCAG 2.1 A/AA rules and best practices)."""
+    page.wait_for_load_state("load")  # the whole page, styled, not one parsed in part
     if not page.evaluate("typeof window.axe !== 'undefined'"):
         page.evaluate(axe_source)
     result = page.evaluate(
@@ -92,6 +94,7 @@ def check_accessibility(page: Page, axe_source: str, where: str) -> None:
 
 
 def no_horizontal_scroll(page: Page, where: str) -> None:
+    page.wait_for_load_state("load")
     width = page.evaluate("document.documentElement.scrollWidth")
     viewport = page.viewport_size
     assert viewport and width <= viewport["width"], f"{where}: {width}px wide on a phone"
@@ -241,15 +244,10 @@ def test_freelancer_profile_in_both_themes_and_on_a_phone(
         photo = page.wait_for_selector("img.portrait")
         assert photo
         try:
-            page.wait_for_function(
-                "img => img.complete && img.naturalWidth > 0", arg=photo, timeout=10_000
-            )
+            page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=photo)
         except PlaywrightTimeout:
             raise AssertionError("portrait did not load") from None
-        assert (
-            page.evaluate("getComputedStyle(document.querySelector('img.portrait')).borderRadius")
-            == "50%"
-        )
+        expect(page.locator("img.portrait")).to_have_css("border-radius", "50%")
         overview = page.inner_text("[data-field=freelancer-overview]")
         assert "What I do best:\n- FastAPI" in overview  # line breaks shown
         check_accessibility(page, axe_source, f"dashboard with a profile ({scheme})")
@@ -340,8 +338,7 @@ def test_mfa_enable_sign_in_with_code_and_sessions(
     key = page.inner_text("code.key").replace(" ", "")
     page.fill("#confirm-code", pyotp.TOTP(key).now())
     page.click("text=Turn on")
-    page.wait_for_selector("#backup-codes")
-    assert len(page.query_selector_all("#backup-codes li")) == 10
+    expect(page.locator("#backup-codes li")).to_have_count(10)
     with page.expect_download() as download:
         page.click("text=Download as .txt")
     saved = Path(download.value.path()).read_text()

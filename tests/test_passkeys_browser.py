@@ -320,10 +320,11 @@ def test_malformed_credential_is_a_clear_message(
     wait_dashboard(page)
     page.goto(app.url + "/security")
     page.fill("#passkey-name", "Broken")
-    page.eval_on_selector(
-        "form[data-passkey-register]",
-        "f => { f.querySelector('[name=credential]').value = '{not json'; f.submit(); }",
-    )
+    with page.expect_navigation():  # a script's submit: Playwright would not wait for it
+        page.eval_on_selector(
+            "form[data-passkey-register]",
+            "f => { f.querySelector('[name=credential]').value = '{not json'; f.submit(); }",
+        )
     page.wait_for_selector(".alert[role=alert]")
     assert "could not be verified" in page.inner_text(".alert[role=alert]")
     assert page.is_visible("text=No passkeys yet.")
