@@ -73,4 +73,3 @@ class _FrozenDatetime:
         import datetime as dt
 
         return getattr(dt.datetime, name)
-

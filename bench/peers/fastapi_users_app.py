@@ -140,4 +140,3 @@ app.include_router(fastapi_users.get_users_router(UserRead, UserUpdate), prefix=
 @app.get("/healthz")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
-
