@@ -47,6 +47,7 @@ sandbox: $(VENV)/.installed
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
 # The whole suite twice, both passes at once (a core each): on SQLite, and on PostgreSQL +
@@ -54,6 +55,7 @@ lint: $(VENV)/.installed-test
 # loopback and removes). `make test-sqlite` / `make test-postgres` run one pass.
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	scripts/ensure-browser.sh
 	scripts/with-services.sh true  # installs PostgreSQL and Redis first, once
