@@ -143,6 +143,14 @@ def test_a_flood_of_unknown_refresh_tokens_writes_one_record(running: RunningApp
     assert rows(running.db_path, "SELECT count(*) FROM audit_events")[0][0] == before + 1
 
 
+def test_a_first_refusal_is_recorded_however_young_the_clock() -> None:
+    """The monotonic clock counts from boot: on a host up for less than the window, the
+    first refusal of a client was measured against time 0 and held back, not recorded."""
+    tally = deps.RefusalTally(clock=lambda: 5.0)
+    assert tally.add("session.refresh_rejected::10.0.0.1") == 1
+    assert tally.add("session.refresh_rejected::10.0.0.1") is None  # then held back
+
+
 def test_the_next_record_counts_the_refusals_it_stands_for(running: RunningApp) -> None:
     # The tally's clock moves only when the test moves it (a busy host once took longer
     # than a shortened window for the flood); the budget shared by processes is out of the
